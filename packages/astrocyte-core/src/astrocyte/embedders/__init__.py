@@ -1,0 +1,1 @@
+"""Built-in embedders: ``hashing`` (offline default) and ``openai`` (any compatible endpoint)."""

@@ -1,0 +1,1 @@
+"""The ingestion contract: drivers, the sink, the supervisor, webhook verification."""

@@ -1,0 +1,1 @@
+"""Built-in LLMs for reflect: ``openai`` (any OpenAI-compatible chat endpoint)."""

@@ -1,0 +1,1 @@
+"""Built-in stores: ``memory``, ``sqlite`` (the embedded default) and ``postgres``."""

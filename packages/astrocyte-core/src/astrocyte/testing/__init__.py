@@ -1,0 +1,1 @@
+"""Contract kits that third-party stores and ingest drivers import to prove they conform."""
