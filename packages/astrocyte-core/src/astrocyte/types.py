@@ -192,3 +192,16 @@ class ForgetSelector:
 
 
 PermissionName = Literal["read", "write", "forget", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetainRequest:
+    """One item of :meth:`Astrocyte.retain_many` (the batched path used by ingestion)."""
+
+    content: str
+    bank_id: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    occurred_at: datetime | None = None
+    source: str | None = None
+    idempotency_key: str | None = None
