@@ -1,0 +1,105 @@
+"""Development entry point: `nox` runs every session; `nox -l` lists them.
+
+Each package is tested in its own venv holding only that package (and, for packages built on the
+core, the core) with its test extras. That proves the dependency boundaries: an adapter that
+imported the gateway would fail here.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+def _packages() -> dict[str, Path]:
+    """Distribution name -> folder, for every package in `packages/`."""
+    found = {}
+    for pyproject in sorted(ROOT.glob("packages/*/pyproject.toml")):
+        name = tomllib.loads(pyproject.read_text())["project"]["name"]
+        found[name] = pyproject.parent
+    return found
+
+
+PACKAGES = _packages()
+CORE = PACKAGES["astrocyte-core"]
+
+
+def _install_package(session: nox.Session, name: str) -> None:
+    """Install one package with its test extras, plus the core when it builds on it."""
+    folder = PACKAGES[name]
+    targets = [f"{folder}[test]"]
+    if name != "astrocyte-core":
+        targets.insert(0, str(CORE))
+    session.install(*targets)
+
+
+def _pytest(session: nox.Session, folder: Path, *args: str) -> None:
+    session.run(
+        "python", "-m", "pytest", str(folder / "tests"), f"--rootdir={folder}",
+        "-p", "no:cacheprovider", "--timeout=600", "-ra", *args, *session.posargs,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+@nox.session(python="3.11")
+@nox.parametrize("package", list(PACKAGES))
+def tests(session: nox.Session, package: str) -> None:
+    """A package's own test suite, in a venv holding only that package."""
+    _install_package(session, package)
+    ignore = ["--ignore", str(CORE / "tests" / "contract")] if package == "astrocyte-core" else []
+    _pytest(session, PACKAGES[package], *ignore)
+
+
+@nox.session(python="3.11")
+def contracts(session: nox.Session) -> None:
+    """Every installed store and ingest driver against the core's contract kits."""
+    session.install(*(f"{folder}[test]" for folder in PACKAGES.values()))
+    _pytest(session, CORE, "-k", "contract", str(CORE / "tests" / "contract"))
+    for name, folder in PACKAGES.items():
+        if name != "astrocyte-core" and (folder / "tests" / "contract").is_dir():
+            _pytest(session, folder, str(folder / "tests" / "contract"))
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) over the repository."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def build(session: nox.Session) -> None:
+    """Build every wheel and sdist, then install each wheel alone in a clean venv and import it."""
+    session.install("build>=1.2", "uv>=0.4")
+    dist = ROOT / "dist"
+    for name, folder in PACKAGES.items():
+        out = dist / name
+        session.run("python", "-m", "build", "--installer", "uv", "--outdir", str(out), str(folder))
+        _check_wheel_alone(session, name, out)
+
+
+def _check_wheel_alone(session: nox.Session, name: str, out: Path) -> None:
+    wheel = next(out.glob("*.whl"))
+    venv = Path(session.create_tmp()) / f"alone-{name}"
+    session.run("uv", "venv", "--quiet", "--python", "3.11", str(venv))
+    python = str(venv / "bin" / "python")
+    # A package built on the core may pull the core only from the wheel built here, never PyPI.
+    core_wheel = next((ROOT / "dist" / "astrocyte-core").glob("*.whl"))
+    extra = [] if name == "astrocyte-core" else [str(core_wheel)]
+    session.run("uv", "pip", "install", "--quiet", "--python", python, str(wheel), *extra)
+    module = _import_name(name)
+    session.run(python, "-c", f"import {module}; print({module}.__name__, 'imports alone')")
+
+
+def _import_name(dist_name: str) -> str:
+    special = {"astrocyte-core": "astrocyte", "astrocyte-gateway-py": "astrocyte_gateway"}
+    return special.get(dist_name, dist_name.replace("-", "_"))
+
