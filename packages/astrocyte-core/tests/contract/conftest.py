@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-
 from astrocyte.testing._helpers import missing_service
 
 POSTGRES_DSN_VAR = "ASTROCYTE_TEST_POSTGRES_DSN"

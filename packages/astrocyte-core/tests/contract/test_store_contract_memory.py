@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-
 from astrocyte.stores.memory import MemoryStore
 from astrocyte.testing.store_contract import StoreContract
 

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
 from astrocyte.testing.store_contract import StoreContract
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from astrocyte.testing.store_contract import StoreContract
 
 
