@@ -1,0 +1,664 @@
+"""The engine: ``Astrocyte`` ties the store, the embedder, the LLM and the policy together.
+
+Every operation is a short pipeline of named stages:
+
+* retain: validate -> authorize -> size limits -> PII barrier -> chunk -> rate limit -> embed (once per
+  batch) -> insert (once per batch). Everything that can reject an item runs before the store call,
+  so nothing partial is ever written.
+* recall: validate -> authorize each bank -> banks exist -> rate limit -> embed the query ->
+  vector and keyword search concurrently -> reciprocal rank fusion -> ``max_results`` and
+  ``max_tokens`` -> authority labels.
+* reflect: recall -> LLM over a tier-ordered prompt, or an extractive answer without an LLM.
+
+Recall semantics worth knowing:
+
+* ``MemoryHit.text`` is the memory's best-matching chunk (the whole memory when it is one chunk).
+* ``score`` is the fused RRF score divided by the best possible one (first in both arms), so 1.0
+  means "top of both the semantic and the keyword ranking", on any store and embedder.
+* ``total_available`` is the number of distinct memories either arm found (each arm fetches at least
+  ``recall.candidate_pool`` chunks), not a full count of the banks: counting every match on each call
+  would cost more than the search itself.
+* ``truncated`` is true when the token budget dropped a hit that ``max_results`` would have kept.
+* Reading a bank that does not exist raises ``NotFoundError(code="bank_not_found")``. Banks seen to
+  exist are remembered per process; after another replica deletes a bank, this one answers an empty
+  result for it instead of 404 until it restarts or deletes the bank itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+
+from astrocyte import validation as check
+from astrocyte._metrics import instrumented
+from astrocyte.chunking import chunk_text
+from astrocyte.config import AstrocyteConfig, load_config, parse_config
+from astrocyte.errors import (
+    AstrocyteError,
+    NotFoundError,
+    ProviderUnavailableError,
+    ValidationError,
+)
+from astrocyte.fusion import max_fused_score, reciprocal_rank_fusion
+from astrocyte.policy.config import PolicyConfig
+from astrocyte.providers import EMBEDDERS, LLM, LLMS, STORES, Embedder, Store, build
+from astrocyte.reflect import NO_MEMORIES_ANSWER, build_prompt, confidence, extractive_answer, order_hits
+from astrocyte.tokens import estimate_tokens
+from astrocyte.types import (
+    AstrocyteContext,
+    BankInfo,
+    BankStats,
+    Chunk,
+    ComponentHealth,
+    ForgetResult,
+    ForgetSelector,
+    HealthReport,
+    MemoryHit,
+    MemoryRecord,
+    RecallResult,
+    ReflectResult,
+    RetainRequest,
+    RetainResult,
+    SearchFilters,
+    StoredHit,
+)
+
+try:
+    from astrocyte.policy.engine import PolicyEngine
+except ImportError:  # pragma: no cover - the policy engine lands separately; see _NoPolicy
+    PolicyEngine = None  # type: ignore[assignment,misc]
+
+__all__ = ["Astrocyte"]
+
+logger = logging.getLogger("astrocyte.brain")
+
+_KNOWN_BANKS_LIMIT = 100_000  # bank-exists cache size; cleared when full (it only saves a lookup)
+_MAX_IDEMPOTENCY_KEY = 512
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A retain request that passed every check, ready to embed."""
+
+    request: RetainRequest
+    text: str
+    chunks: list[str]
+    source: str | None
+
+
+class Astrocyte:
+    """Long-term memory for agents: ``retain``, ``recall``, ``reflect``, ``forget`` over banks.
+
+    Build it with :meth:`from_config` or :meth:`from_dict` and use it as an async context manager.
+    ``store``, ``embedder`` and ``llm`` may be passed in to use already-built providers.
+    """
+
+    def __init__(
+        self,
+        config: AstrocyteConfig,
+        *,
+        store: Store | None = None,
+        embedder: Embedder | None = None,
+        llm: LLM | None = None,
+    ):
+        self.config = config
+        self.store: Store = store or build(STORES, config.store, config.store_config)
+        self.embedder: Embedder = embedder or build(EMBEDDERS, config.embedder, config.embedder_config)
+        self.llm: LLM | None = llm or (build(LLMS, config.llm, config.llm_config) if config.llm else None)
+        self.policy = _policy_engine(config.policy)
+        self._known_banks: set[str] = set()
+        self._started = False
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str]) -> Astrocyte:
+        """Build from a YAML file (``${ENV}`` substituted); raises ``ConfigError``."""
+        return cls(load_config(path))
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any]) -> Astrocyte:
+        """Build from a mapping shaped like ``astrocyte.yaml``; raises ``ConfigError``."""
+        return cls(parse_config(mapping))
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store and the policy engine (limits backend). Idempotent."""
+        if self._started:
+            return
+        await self.store.open()
+        try:
+            await self.policy.open()
+        except BaseException:
+            await self.store.close()
+            raise
+        self._started = True
+
+    async def close(self) -> None:
+        """Close every provider; an error in one does not keep the others open."""
+        self._started = False
+        for name, closer in (
+            ("policy", self.policy.close),
+            ("llm", self.llm.close if self.llm else None),
+            ("embedder", self.embedder.close),
+            ("store", self.store.close),
+        ):
+            if closer is None:
+                continue
+            try:
+                await closer()
+            except Exception:
+                logger.exception("closing the %s failed", name)
+
+    async def __aenter__(self) -> Astrocyte:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- retain -----------------------------------------------------------------------------------
+
+    @instrumented("retain")
+    async def retain(
+        self,
+        content: str,
+        bank_id: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        occurred_at: datetime | None = None,
+        source: str | None = None,
+        idempotency_key: str | None = None,
+        context: AstrocyteContext | None = None,
+    ) -> RetainResult:
+        """Store one memory. The same ``idempotency_key`` in the same bank returns the first memory's
+        id with ``deduplicated=True`` and writes nothing."""
+        request = RetainRequest(
+            content=content,
+            bank_id=bank_id,
+            metadata=metadata if metadata is not None else {},
+            tags=check.validate_tags(tags),
+            occurred_at=occurred_at,
+            source=source,
+            idempotency_key=idempotency_key,
+        )
+        (outcome,) = await self._retain_batch([request], context)
+        if isinstance(outcome, AstrocyteError):
+            raise outcome
+        return outcome
+
+    @instrumented("retain_many")
+    async def retain_many(
+        self, requests: Sequence[RetainRequest], *, context: AstrocyteContext | None = None
+    ) -> list[RetainResult | AstrocyteError]:
+        """Store a batch with one embedder call and one store insert. Each item gets its own outcome:
+        a result, or the error that rejected it (a failure of the embedder or store fails every
+        item that reached it, with the same error). Never raises for a bad item."""
+        return await self._retain_batch(list(requests), context)
+
+    async def _retain_batch(
+        self, requests: list[RetainRequest], context: AstrocyteContext | None
+    ) -> list[RetainResult | AstrocyteError]:
+        outcomes: list[RetainResult | AstrocyteError | None] = [None] * len(requests)
+        ready: list[tuple[int, _Prepared]] = []
+        for position, request in enumerate(requests):
+            try:
+                ready.append((position, self._prepare(request, context)))
+            except AstrocyteError as exc:
+                outcomes[position] = exc
+        ready = await self._charge_retains(ready, context, outcomes)
+        if ready:
+            try:
+                written = await self._write([item for _, item in ready])
+            except AstrocyteError as exc:
+                written = [exc] * len(ready)
+            for (position, _), outcome in zip(ready, written, strict=True):
+                outcomes[position] = outcome
+        return outcomes  # type: ignore[return-value]  # every slot is filled above
+
+    def _prepare(self, request: RetainRequest, context: AstrocyteContext | None) -> _Prepared:
+        """Every check that can reject one retain, in order; raises the first problem found."""
+        bank_id = check.validate_bank_id(request.bank_id)
+        self.policy.authorize(context, bank_id, "write")
+        content = check.validate_content(request.content)
+        tags = check.validate_tags(request.tags)
+        _check_retain_fields(request)
+        self.policy.check_sizes(content, request.metadata, tags)
+        text = self.policy.screen(content)
+        chunking = self.config.chunking
+        chunks = chunk_text(text, chunking.max_chars, chunking.overlap_chars)
+        if not chunks:  # the barrier redacted everything away
+            raise ValidationError("content is empty after redaction", code="content_empty")
+        source = request.source if request.source is not None else (context.source if context else None)
+        return _Prepared(request=request, text=text, chunks=chunks, source=source)
+
+    async def _charge_retains(
+        self,
+        ready: list[tuple[int, _Prepared]],
+        context: AstrocyteContext | None,
+        outcomes: list[RetainResult | AstrocyteError | None],
+    ) -> list[tuple[int, _Prepared]]:
+        """Rate limits, charged per bank for the whole batch; a refused bank fails its items."""
+        per_bank: dict[str, int] = {}
+        for _, item in ready:
+            per_bank[item.request.bank_id] = per_bank.get(item.request.bank_id, 0) + 1
+        refused: dict[str, AstrocyteError] = {}
+        for bank_id, count in per_bank.items():
+            try:
+                await self.policy.acquire(context, bank_id, "retain", cost=count)
+            except AstrocyteError as exc:
+                refused[bank_id] = exc
+        if not refused:
+            return ready
+        kept = []
+        for position, item in ready:
+            error = refused.get(item.request.bank_id)
+            if error is None:
+                kept.append((position, item))
+            else:
+                outcomes[position] = error
+        return kept
+
+    async def _write(self, items: list[_Prepared]) -> list[RetainResult]:
+        """Embed every chunk of the batch in one call, then insert every record in one call."""
+        texts = [chunk for item in items for chunk in item.chunks]
+        vectors = await self._embed(texts)
+        now = datetime.now(UTC)
+        records = []
+        row = 0
+        for item in items:
+            chunks = tuple(Chunk(i, text, vectors[row + i]) for i, text in enumerate(item.chunks))
+            row += len(chunks)
+            records.append(_record(item, chunks, now))
+        inserted = await self.store.insert(records)
+        self._remember_banks(record.bank_id for record in records)
+        return [
+            RetainResult(stored=True, memory_id=o.memory_id, deduplicated=o.deduplicated) for o in inserted
+        ]
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        vectors = await self.embedder.embed(texts)
+        expected = (len(texts), self.embedder.dimensions)
+        if getattr(vectors, "shape", None) != expected:
+            got = getattr(vectors, "shape", type(vectors).__name__)
+            raise ValidationError(
+                f"the embedder returned {got} for {len(texts)} texts of {self.embedder.dimensions} dimensions",
+                code="embedding_dimension_mismatch",
+            )
+        return vectors
+
+    # -- recall -----------------------------------------------------------------------------------
+
+    @instrumented("recall")
+    async def recall(
+        self,
+        query: str,
+        bank_id: str | None = None,
+        *,
+        banks: Sequence[str] | None = None,
+        max_results: int = 10,
+        max_tokens: int | None = None,
+        tags: Sequence[str] | None = None,
+        time_range: tuple[datetime | None, datetime | None] | None = None,
+        context: AstrocyteContext | None = None,
+    ) -> RecallResult:
+        """The memories most relevant to ``query`` across ``bank_id`` and/or ``banks``, best first."""
+        start, end = check.validate_time_range(time_range)
+        filters = SearchFilters(tags=check.validate_tags(tags), start=start, end=end)
+        limit = check.validate_max_results(max_results, self.config.recall.max_results_limit)
+        budget = check.validate_max_tokens(max_tokens)
+        bank_ids = await self._open_for_read(query, bank_id, banks, context, "recall")
+        return await self._search(query, bank_ids, filters, limit, budget)
+
+    async def _open_for_read(
+        self,
+        query: str,
+        bank_id: str | None,
+        banks: Sequence[str] | None,
+        context: AstrocyteContext | None,
+        operation: str,
+    ) -> list[str]:
+        """Validate the query and banks, authorize reading each, check they exist, charge limits."""
+        check.validate_query(query)
+        bank_ids = check.validate_bank_ids(bank_id, banks)
+        for bank in bank_ids:
+            self.policy.authorize(context, bank, "read")
+        await self._require_banks(bank_ids)
+        for bank in bank_ids:
+            await self.policy.acquire(context, bank, operation)
+        return bank_ids
+
+    async def _search(
+        self,
+        query: str,
+        bank_ids: list[str],
+        filters: SearchFilters,
+        max_results: int,
+        max_tokens: int | None,
+    ) -> RecallResult:
+        started = time.perf_counter()
+        settings = self.config.recall
+        vector = (await self._embed([query]))[0]
+        embedded = time.perf_counter()
+        k = max(settings.candidate_pool, max_results * settings.candidate_multiplier)
+        by_vector, by_keyword = await asyncio.gather(
+            self.store.vector_search(bank_ids, vector, k, filters),
+            self.store.keyword_search(bank_ids, query, k, filters),
+        )
+        searched = time.perf_counter()
+        if settings.min_similarity is not None:
+            by_vector = [h for h in by_vector if h.score > settings.min_similarity]
+        fused = reciprocal_rank_fusion([by_vector, by_keyword], k=settings.rrf_k)
+        best = max_fused_score(2, settings.rrf_k)
+        hits, truncated = _within_budget(
+            [self._hit(f.hit, f.score / best) for f in fused[:max_results]], max_tokens
+        )
+        done = time.perf_counter()
+        trace = {
+            "banks": bank_ids,
+            "candidates_per_arm": k,
+            "vector_hits": len(by_vector),
+            "keyword_hits": len(by_keyword),
+            "fused_memories": len(fused),
+            "timings_ms": {
+                "embed": _ms(started, embedded),
+                "search": _ms(embedded, searched),
+                "fuse": _ms(searched, done),
+                "total": _ms(started, done),
+            },
+        }
+        return RecallResult(
+            hits=hits,
+            total_available=len(fused),
+            truncated=truncated,
+            trace=trace,
+            authority_context=self.policy.authority_context(hits) if hits else None,
+        )
+
+    def _hit(self, hit: StoredHit, score: float) -> MemoryHit:
+        return MemoryHit(
+            memory_id=hit.memory_id,
+            bank_id=hit.bank_id,
+            text=hit.text,
+            score=round(min(1.0, score), 6),
+            tags=list(hit.tags),
+            metadata=dict(hit.metadata),
+            occurred_at=hit.occurred_at,
+            retained_at=hit.retained_at,
+            source=hit.source,
+            authority_tier=self.policy.authority_tier(hit.bank_id, hit.source),
+        )
+
+    # -- reflect ----------------------------------------------------------------------------------
+
+    @instrumented("reflect")
+    async def reflect(
+        self,
+        query: str,
+        bank_id: str | None = None,
+        *,
+        banks: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+        include_sources: bool = True,
+        context: AstrocyteContext | None = None,
+    ) -> ReflectResult:
+        """An answer to ``query`` from the banks' memories: by the LLM when one is configured (falling
+        back to an extractive answer if it is unavailable), else extractive. ``max_tokens`` bounds
+        the answer."""
+        answer_tokens = check.validate_max_tokens(max_tokens) or self.config.reflect.answer_tokens
+        bank_ids = await self._open_for_read(query, bank_id, banks, context, "reflect")
+        settings = self.config.reflect
+        recalled = await self._search(
+            query, bank_ids, SearchFilters(), settings.max_memories, settings.context_tokens
+        )
+        hits = order_hits(recalled.hits, self.policy.tier_rank)
+        if not hits:
+            answer = NO_MEMORIES_ANSWER
+        else:
+            answer = await self._answer(query, hits, recalled.authority_context, answer_tokens)
+        return ReflectResult(
+            answer=answer, confidence=confidence(hits), sources=hits if include_sources else []
+        )
+
+    async def _answer(
+        self, query: str, hits: list[MemoryHit], authority_context: str | None, max_tokens: int
+    ) -> str:
+        if self.llm is not None:
+            system, user = build_prompt(query, hits, authority_context)
+            try:
+                return await self.llm.complete(system, user, max_tokens=max_tokens)
+            except ProviderUnavailableError as exc:
+                # Reflect stays useful when the model is down; the outage shows in health and logs.
+                logger.warning("reflect: LLM unavailable (%s); answering extractively", exc.code)
+        return extractive_answer(query, hits, max_tokens)
+
+    # -- forget -----------------------------------------------------------------------------------
+
+    @instrumented("forget")
+    async def forget(
+        self,
+        bank_id: str,
+        *,
+        memory_ids: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        before: datetime | None = None,
+        scope: Literal["all"] | None = None,
+        context: AstrocyteContext | None = None,
+    ) -> ForgetResult:
+        """Delete memories matching every given selector; ``scope="all"`` (alone) clears the bank."""
+        bank_id = check.validate_bank_id(bank_id)
+        self.policy.authorize(context, bank_id, "forget")
+        selector = _forget_selector(memory_ids, tags, before, scope)
+        await self._require_banks([bank_id])
+        await self.policy.acquire(context, bank_id, "forget")
+        return ForgetResult(deleted_count=await self.store.forget(bank_id, selector))
+
+    # -- banks ------------------------------------------------------------------------------------
+
+    @instrumented("create_bank")
+    async def create_bank(self, bank_id: str, *, context: AstrocyteContext | None = None) -> BankInfo:
+        """Create an empty bank (a no-op when it exists); needs write permission on it."""
+        bank_id = check.validate_bank_id(bank_id)
+        self.policy.authorize(context, bank_id, "write")
+        created = await self.store.create_bank(bank_id)
+        self._remember_banks([bank_id])
+        return BankInfo(bank_id=bank_id, created_at=datetime.now(UTC) if created else None)
+
+    @instrumented("list_banks")
+    async def list_banks(self, *, context: AstrocyteContext | None = None) -> list[str]:
+        """Every bank the caller may read."""
+        return self.policy.readable_banks(context, await self.store.list_banks())
+
+    @instrumented("bank_stats")
+    async def bank_stats(self, bank_id: str, *, context: AstrocyteContext | None = None) -> BankStats:
+        """Counts and time span of a bank the caller may read."""
+        bank_id = check.validate_bank_id(bank_id)
+        self.policy.authorize(context, bank_id, "read")
+        return await self.store.bank_stats(bank_id)
+
+    @instrumented("delete_bank")
+    async def delete_bank(self, bank_id: str, *, context: AstrocyteContext | None = None) -> int:
+        """Delete a bank and everything in it; needs admin on it. Returns the memories deleted."""
+        bank_id = check.validate_bank_id(bank_id)
+        self.policy.authorize(context, bank_id, "admin")
+        await self._require_banks([bank_id], cached=False)
+        self._known_banks.discard(bank_id)
+        return await self.store.delete_bank(bank_id)
+
+    async def _require_banks(self, bank_ids: Sequence[str], *, cached: bool = True) -> None:
+        unknown = [b for b in bank_ids if not (cached and b in self._known_banks)]
+        if not unknown:
+            return
+        exists = await asyncio.gather(*(self.store.bank_exists(b) for b in unknown))
+        for bank, found in zip(unknown, exists, strict=True):
+            if not found:
+                raise _bank_not_found(bank)
+        self._remember_banks(unknown)
+
+    def _remember_banks(self, bank_ids: Iterable[str]) -> None:
+        if len(self._known_banks) > _KNOWN_BANKS_LIMIT:
+            self._known_banks.clear()
+        self._known_banks.update(bank_ids)
+
+    # -- health -----------------------------------------------------------------------------------
+
+    @instrumented("health")
+    async def health(self) -> HealthReport:
+        """The store, the embedder and the LLM (when configured), each checked concurrently."""
+        checks = [("store", self.store.health), ("embedder", self.embedder.health)]
+        if self.llm is not None:
+            checks.append(("llm", self.llm.health))
+        components = list(await asyncio.gather(*(_probe(name, probe) for name, probe in checks)))
+        return HealthReport(healthy=all(c.healthy for c in components), components=components)
+
+
+# -- stage helpers ----------------------------------------------------------------------------------
+
+
+def _check_retain_fields(request: RetainRequest) -> None:
+    """Shapes of the optional retain fields (sizes are the policy's job)."""
+    if not isinstance(request.metadata, dict) or not all(isinstance(k, str) for k in request.metadata):
+        raise ValidationError("metadata must be an object with string keys", code="metadata_invalid")
+    if request.occurred_at is not None and not isinstance(request.occurred_at, datetime):
+        raise ValidationError("occurred_at must be a datetime", code="occurred_at_invalid")
+    if request.source is not None and not isinstance(request.source, str):
+        raise ValidationError("source must be a string", code="source_invalid")
+    key = request.idempotency_key
+    if key is not None and (not isinstance(key, str) or not key or len(key) > _MAX_IDEMPOTENCY_KEY):
+        raise ValidationError(
+            f"idempotency_key must be a non-empty string of at most {_MAX_IDEMPOTENCY_KEY} characters",
+            code="idempotency_key_invalid",
+        )
+
+
+def _record(item: _Prepared, chunks: tuple[Chunk, ...], now: datetime) -> MemoryRecord:
+    request = item.request
+    return MemoryRecord(
+        memory_id=uuid.uuid4().hex,
+        bank_id=request.bank_id,
+        text=item.text,
+        chunks=chunks,
+        tags=tuple(request.tags),
+        metadata=dict(request.metadata),
+        occurred_at=request.occurred_at,
+        retained_at=now,
+        source=item.source,
+        idempotency_key=request.idempotency_key,
+    )
+
+
+def _within_budget(hits: list[MemoryHit], max_tokens: int | None) -> tuple[list[MemoryHit], bool]:
+    """The leading hits whose texts fit in ``max_tokens``; True when one was dropped for it."""
+    if max_tokens is None:
+        return hits, False
+    used = 0
+    for position, hit in enumerate(hits):
+        used += estimate_tokens(hit.text)
+        if used > max_tokens:
+            return hits[:position], True
+    return hits, False
+
+
+def _forget_selector(
+    memory_ids: Sequence[str] | None, tags: Sequence[str] | None, before: datetime | None, scope: str | None
+) -> ForgetSelector:
+    if scope not in (None, "all"):
+        raise ValidationError(f"scope must be 'all' or omitted, not {scope!r}", code="forget_scope_invalid")
+    if isinstance(memory_ids, str):
+        raise ValidationError("memory_ids must be a list of ids, not a string", code="memory_ids_invalid")
+    ids = tuple(memory_ids or ())
+    if not all(isinstance(i, str) and i for i in ids):
+        raise ValidationError("memory_ids must be non-empty strings", code="memory_ids_invalid")
+    tag_tuple = check.validate_tags(tags)
+    if before is not None and not isinstance(before, datetime):
+        raise ValidationError("before must be a datetime", code="before_invalid")
+    narrowed = bool(ids or tag_tuple or before is not None)
+    if scope == "all":
+        if narrowed:
+            raise ValidationError(
+                "scope='all' clears the whole bank and cannot be combined with other selectors",
+                code="forget_selector_conflict",
+            )
+        return ForgetSelector(all_=True)
+    if not narrowed:
+        raise ValidationError(
+            "forget needs memory_ids, tags or before; to clear the whole bank pass scope='all'",
+            code="forget_selector_required",
+        )
+    return ForgetSelector(memory_ids=ids, tags=tag_tuple, before=before)
+
+
+def _bank_not_found(bank_id: str) -> NotFoundError:
+    return NotFoundError(f"bank {bank_id!r} does not exist", code="bank_not_found")
+
+
+async def _probe(name: str, probe: Any) -> ComponentHealth:
+    started = time.perf_counter()
+    try:
+        report: ComponentHealth = await probe()
+    except Exception as exc:  # a health check must report, never raise
+        return ComponentHealth(name=name, healthy=False, detail=f"health check failed: {type(exc).__name__}")
+    if report.latency_ms is None:
+        report.latency_ms = _ms(started, time.perf_counter())
+    return report
+
+
+def _ms(start: float, end: float) -> float:
+    return round((end - start) * 1000, 3)
+
+
+def _policy_engine(config: PolicyConfig) -> Any:
+    if PolicyEngine is not None:
+        return PolicyEngine.from_config(config)
+    return _NoPolicy(config)
+
+
+class _NoPolicy:
+    """Stand-in until ``astrocyte.policy.engine`` lands: allows everything, enforces content size."""
+
+    def __init__(self, config: PolicyConfig):
+        self._limits = config.limits
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def authorize(self, context: AstrocyteContext | None, bank_id: str, permission: str) -> None:
+        return None
+
+    def readable_banks(self, context: AstrocyteContext | None, bank_ids: Iterable[str]) -> list[str]:
+        return list(bank_ids)
+
+    def screen(self, text: str) -> str:
+        return text
+
+    def check_sizes(self, content: str, metadata: Mapping[str, Any], tags: Sequence[str]) -> None:
+        from astrocyte.errors import TooLargeError
+
+        if len(content.encode("utf-8")) > self._limits.max_content_bytes:
+            raise TooLargeError("content is too large", code="content_too_large")
+
+    async def acquire(
+        self, context: AstrocyteContext | None, bank_id: str, operation: str, cost: int = 1
+    ) -> None:
+        return None
+
+    def authority_tier(self, bank_id: str, source: str | None) -> str | None:
+        return None
+
+    def tier_rank(self, tier: str | None) -> int:
+        return 0
+
+    def authority_context(self, hits: Sequence[MemoryHit]) -> str | None:
+        return None
