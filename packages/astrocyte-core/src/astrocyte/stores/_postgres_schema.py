@@ -1,0 +1,188 @@
+"""DDL and migrations for :mod:`astrocyte.stores.postgres`.
+
+Everything lives in one schema (``astrocyte`` by default). Migrations are numbered and applied in
+order inside one transaction holding an advisory lock, so several gateway replicas starting at once
+serialise instead of racing on ``CREATE``. The embedding column starts untyped: its dimension is
+only known at the first insert, which then fixes ``vector(N)``, records ``N`` in ``meta`` and builds
+the HNSW index (instant on an empty table).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+
+import asyncpg
+
+from astrocyte.errors import ConfigError, ProviderUnavailableError
+
+logger = logging.getLogger("astrocyte.stores.postgres")
+
+# pgvector cannot build an HNSW index on ``vector`` columns wider than this.
+HNSW_MAX_DIMENSIONS = 2000
+TEXT_SEARCH_CONFIG = "english"
+DIMENSIONS_KEY = "embedding_dimensions"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# Each entry upgrades the schema by one version; never edit a released entry, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    f"""
+    CREATE TABLE IF NOT EXISTS meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS banks (
+        bank_id text PRIMARY KEY,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE IF NOT EXISTS memories (
+        bank_id text NOT NULL REFERENCES banks (bank_id) ON DELETE CASCADE,
+        memory_id text NOT NULL,
+        text text NOT NULL,
+        tags text[] NOT NULL DEFAULT '{{}}',
+        metadata jsonb NOT NULL DEFAULT '{{}}',
+        occurred_at timestamptz,
+        retained_at timestamptz NOT NULL,
+        event_at timestamptz GENERATED ALWAYS AS (COALESCE(occurred_at, retained_at)) STORED,
+        source text,
+        idempotency_key text,
+        PRIMARY KEY (bank_id, memory_id),
+        UNIQUE (bank_id, idempotency_key)
+    );
+    CREATE INDEX IF NOT EXISTS memories_bank_retained ON memories (bank_id, retained_at);
+    CREATE INDEX IF NOT EXISTS memories_bank_event ON memories (bank_id, event_at);
+    -- bank_id, tags and event_at are copied onto chunks so filtered searches never need a join.
+    CREATE TABLE IF NOT EXISTS chunks (
+        bank_id text NOT NULL,
+        memory_id text NOT NULL,
+        chunk_index integer NOT NULL,
+        text text NOT NULL,
+        tags text[] NOT NULL DEFAULT '{{}}',
+        event_at timestamptz NOT NULL,
+        embedding vector NOT NULL,
+        tsv tsvector GENERATED ALWAYS AS (to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, text)) STORED,
+        PRIMARY KEY (bank_id, memory_id, chunk_index),
+        FOREIGN KEY (bank_id, memory_id) REFERENCES memories (bank_id, memory_id) ON DELETE CASCADE
+    );
+    CREATE INDEX IF NOT EXISTS chunks_bank_event ON chunks (bank_id, event_at);
+    CREATE INDEX IF NOT EXISTS chunks_tags ON chunks USING gin (tags);
+    CREATE INDEX IF NOT EXISTS chunks_tsv ON chunks USING gin (tsv);
+    CREATE TABLE IF NOT EXISTS state (
+        namespace text NOT NULL,
+        key text NOT NULL,
+        value text NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (namespace, key)
+    );
+    CREATE TABLE IF NOT EXISTS leases (
+        name text PRIMARY KEY,
+        holder text NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    """,
+)
+
+
+def quote_schema(schema: str) -> str:
+    """The schema name as a safe SQL identifier (validated, then double-quoted)."""
+    if not _IDENTIFIER.match(schema):
+        raise ConfigError(
+            f"postgres schema {schema!r} is invalid: use 1-63 lowercase letters, digits or '_', "
+            "not starting with a digit",
+            code="config_invalid",
+        )
+    return f'"{schema}"'
+
+
+def lock_key(schema: str, purpose: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``purpose`` in ``schema``."""
+    digest = zlib.crc32(f"astrocyte:{schema}:{purpose}".encode())
+    return digest - (1 << 31)
+
+
+async def migrate(conn: asyncpg.Connection, schema: str) -> int:
+    """Create or upgrade the schema; safe to run from many processes at once. Returns the version."""
+    quoted = quote_schema(schema)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema, "migrate"))
+        await _ensure_extension(conn)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+        await conn.execute(f"SET LOCAL search_path = {quoted}, {await extension_schema(conn)}")
+        await conn.execute("CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL)")
+        raw = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
+        version = int(raw or 0)
+        for number, ddl in enumerate(MIGRATIONS, start=1):
+            if number > version:
+                await conn.execute(ddl)
+                logger.info("postgres store: applied migration %d to schema %s", number, schema)
+        if version < len(MIGRATIONS):
+            await conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                str(len(MIGRATIONS)),
+            )
+        return max(version, len(MIGRATIONS))
+
+
+async def _ensure_extension(conn: asyncpg.Connection) -> None:
+    installed = await conn.fetchval("SELECT true FROM pg_extension WHERE extname = 'vector'")
+    if installed:
+        return
+    # Stores in other schemas of the same database may be creating it at this very moment.
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("*", "extension"))
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise ProviderUnavailableError(
+            "the pgvector extension is not installed and this role may not create it; "
+            "ask a database superuser to run CREATE EXTENSION vector",
+            code="store_extension_missing",
+        ) from exc
+    except asyncpg.UndefinedFileError as exc:
+        raise ProviderUnavailableError(
+            "the PostgreSQL server has no pgvector extension available; install pgvector on it",
+            code="store_extension_missing",
+        ) from exc
+
+
+async def extension_schema(conn: asyncpg.Connection) -> str:
+    """The quoted schema holding pgvector's type and operators (normally ``public``)."""
+    name = await conn.fetchval(
+        "SELECT quote_ident(n.nspname) FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+    )
+    return str(name or "public")
+
+
+async def extension_version(conn: asyncpg.Connection) -> tuple[int, ...]:
+    raw = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    return tuple(int(part) for part in re.findall(r"\d+", str(raw or "0")))
+
+
+async def fix_dimensions(
+    conn: asyncpg.Connection, schema: str, dimensions: int, hnsw_m: int, hnsw_ef_construction: int
+) -> int:
+    """Record the embedding size on first use and type the column to match; returns the size in
+    force (the earlier one when another writer fixed it first). Runs inside the caller's
+    transaction, which must have ``search_path`` set to the store schema."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema, "dimensions"))
+    current = await conn.fetchval("SELECT value FROM meta WHERE key = $1", DIMENSIONS_KEY)
+    if current is not None:
+        return int(current)
+    await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2)", DIMENSIONS_KEY, str(dimensions))
+    await conn.execute(f"ALTER TABLE chunks ALTER COLUMN embedding TYPE vector({int(dimensions)})")
+    if dimensions <= HNSW_MAX_DIMENSIONS:
+        await conn.execute(
+            "CREATE INDEX IF NOT EXISTS chunks_embedding_hnsw ON chunks "
+            f"USING hnsw (embedding vector_cosine_ops) WITH (m = {int(hnsw_m)}, "
+            f"ef_construction = {int(hnsw_ef_construction)})"
+        )
+    else:
+        logger.warning(
+            "postgres store: %d-dimensional embeddings exceed pgvector's HNSW limit of %d; "
+            "vector search will scan exactly (slower on large banks)",
+            dimensions,
+            HNSW_MAX_DIMENSIONS,
+        )
+    return dimensions
