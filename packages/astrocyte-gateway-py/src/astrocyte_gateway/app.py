@@ -1,0 +1,94 @@
+"""The app factory: it only wires settings, middleware, routers and the lifespan together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from astrocyte_gateway import __version__
+from astrocyte_gateway.auth import build_authenticator
+from astrocyte_gateway.docs_ui import install_docs
+from astrocyte_gateway.engine import build_engine
+from astrocyte_gateway.errors import install_error_handlers
+from astrocyte_gateway.ingest_runtime import start_ingest
+from astrocyte_gateway.limiter import build_client_limiter
+from astrocyte_gateway.metrics import GatewayMetrics
+from astrocyte_gateway.middleware.access_log import AccessLogMiddleware
+from astrocyte_gateway.middleware.body_limit import BodyLimitMiddleware
+from astrocyte_gateway.middleware.client_ip import ClientIpMiddleware
+from astrocyte_gateway.middleware.cors import CorsMiddleware
+from astrocyte_gateway.middleware.rate_limit import RateLimitMiddleware
+from astrocyte_gateway.middleware.request_id import RequestIdMiddleware
+from astrocyte_gateway.openapi import install_openapi
+from astrocyte_gateway.routers import admin, banks, ingest, memory, probes
+from astrocyte_gateway.runtime import GatewayRuntime
+from astrocyte_gateway.settings import Settings
+
+
+def create_app(settings: Settings | None = None, brain: Any | None = None) -> FastAPI:
+    """Build the gateway. ``brain``: an ``Astrocyte`` the caller opens and closes itself; without
+    one, the lifespan builds it from ``ASTROCYTE_CONFIG_PATH`` (or the embedded default) and owns it."""
+    settings = settings or Settings.from_env()
+    runtime = GatewayRuntime(
+        settings=settings,
+        metrics=GatewayMetrics(),
+        authenticator=build_authenticator(settings),
+        limiter=build_client_limiter(settings),
+        brain=brain,
+    )
+    app = FastAPI(
+        title="Astrocyte gateway",
+        version=__version__,
+        description="Long-term memory for AI agents over HTTP: retain, recall, reflect, forget.",
+        lifespan=_lifespan(runtime, owns_brain=brain is None),
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.gateway = runtime
+    install_error_handlers(app)
+    for module in (memory, banks, ingest, admin, probes):
+        app.include_router(module.router)
+    install_docs(app)
+    install_openapi(app)
+    _add_middleware(app, runtime)
+    return app
+
+
+def _add_middleware(app: FastAPI, runtime: GatewayRuntime) -> None:
+    # Added innermost first: the last one added runs first on the way in.
+    settings = runtime.settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    if runtime.limiter is not None and settings.rate_limit_per_second:
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=runtime.limiter,
+            per_second=settings.rate_limit_per_second,
+            burst=settings.rate_limit_burst,
+        )
+    app.add_middleware(ClientIpMiddleware, trusted_proxies=settings.trusted_proxies)
+    if settings.cors_origins:
+        app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
+    app.add_middleware(AccessLogMiddleware, metrics=runtime.metrics, enabled=settings.access_log)
+    app.add_middleware(RequestIdMiddleware)
+
+
+def _lifespan(runtime: GatewayRuntime, owns_brain: bool) -> Any:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(runtime.authenticator.close)
+            if runtime.limiter is not None:
+                await runtime.limiter.open()
+                stack.push_async_callback(runtime.limiter.close)
+            if owns_brain:
+                brain = build_engine(runtime.settings)
+                await stack.enter_async_context(brain)
+                runtime.brain = brain
+                stack.callback(setattr, runtime, "brain", None)
+            await start_ingest(runtime, stack)
+            yield
+
+    return lifespan

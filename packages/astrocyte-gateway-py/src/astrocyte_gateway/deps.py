@@ -1,0 +1,62 @@
+"""FastAPI dependencies: the caller's identity, the admin token, the open engine."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from astrocyte.errors import AccessDeniedError, ProviderUnavailableError, UnauthenticatedError
+from astrocyte.types import AstrocyteContext
+from fastapi import Request, Response
+
+from astrocyte_gateway.runtime import GatewayRuntime
+
+ADMIN_HEADER = "x-admin-token"
+
+
+def runtime_of(request: Request) -> GatewayRuntime:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+def brain_of(request: Request) -> Any:
+    brain = runtime_of(request).brain
+    if brain is None:
+        raise ProviderUnavailableError(
+            "the memory engine is not open yet; retry shortly", code="engine_not_ready"
+        )
+    return brain
+
+
+async def caller(request: Request) -> AstrocyteContext:
+    """Authenticate the request and record the principal for the access log."""
+    context = await runtime_of(request).authenticator.authenticate(request)
+    request.state.principal = context.principal
+    if context.acting_for:
+        request.state.acting_for = context.acting_for
+    return context
+
+
+def is_admin(request: Request) -> bool:
+    """True when the request carries the right ``X-Admin-Token`` (compared in constant time)."""
+    expected = runtime_of(request).settings.admin_token
+    presented = request.headers.get(ADMIN_HEADER)
+    return bool(expected and presented and hmac.compare_digest(expected.encode(), presented.encode()))
+
+
+async def require_admin(request: Request) -> None:
+    """Guard for ``/v1/admin/*``: 403 when admin is disabled or the token is wrong, 401 when absent."""
+    if not runtime_of(request).settings.admin_token:
+        raise AccessDeniedError("admin routes are disabled: set ASTROCYTE_ADMIN_TOKEN", code="admin_disabled")
+    if not request.headers.get(ADMIN_HEADER):
+        raise UnauthenticatedError("admin routes need the X-Admin-Token header", code="admin_token_missing")
+    if not is_admin(request):
+        raise AccessDeniedError("wrong admin token", code="admin_token_invalid")
+    request.state.principal = "admin"
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    """Serialise once, skipping FastAPI's response-model re-validation on the hot path."""
+    return Response(
+        json.dumps(payload, separators=(",", ":")).encode(), status, media_type="application/json"
+    )

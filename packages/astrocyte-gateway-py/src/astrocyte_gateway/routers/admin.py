@@ -1,0 +1,45 @@
+"""``/v1/admin/*`` behind ``X-Admin-Token``: ingest sources, every bank, the limiter's state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from astrocyte_gateway.deps import brain_of, json_response, require_admin, runtime_of
+from astrocyte_gateway.limiter import tracked_clients
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+@router.get("/sources", summary="Every ingest source with its state and last error")
+async def sources(request: Request) -> Response:
+    supervisor = runtime_of(request).supervisor
+    if supervisor is None:
+        return json_response({"ready": True, "sources": {}})
+    return json_response(supervisor.health().to_dict(include_errors=True))
+
+
+@router.get("/banks", summary="Every bank with its statistics")
+async def banks(request: Request) -> Response:
+    brain = brain_of(request)
+    result = []
+    for bank_id in await brain.list_banks():
+        result.append((await brain.bank_stats(bank_id)).to_dict())
+    return json_response({"banks": result})
+
+
+@router.get("/limiter", summary="The per-client rate limiter's configuration and state")
+async def limiter(request: Request) -> Response:
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    state: dict[str, Any] = {
+        "enabled": settings.rate_limit_per_second is not None,
+        "backend": settings.rate_limit_backend,
+        "per_second": settings.rate_limit_per_second,
+        "burst": settings.rate_limit_burst,
+        "max_clients": settings.rate_limit_max_clients,
+    }
+    if runtime.limiter is not None:
+        state["tracked_clients"] = tracked_clients(runtime.limiter)
+    return json_response(state)
