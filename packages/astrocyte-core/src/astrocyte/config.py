@@ -114,10 +114,30 @@ class AstrocyteConfig(PolicyConfig):
             )
         return data
 
+    def __repr_args__(self) -> Any:
+        # Provider and source mappings are free-form and may hold secrets (api_key, dsn, tokens).
+        for name, value in super().__repr_args__():
+            yield name, _mask_secrets(value) if name in _FREE_FORM_FIELDS else value
+
     @property
     def policy(self) -> PolicyConfig:
         """The policy sections as the :class:`PolicyConfig` the policy engine takes."""
         return PolicyConfig.model_validate(self.model_dump(include=set(_POLICY_KEYS)))
+
+
+_FREE_FORM_FIELDS = frozenset({"store_config", "embedder_config", "llm_config", "sources"})
+_SECRET_KEY = re.compile(r"key|secret|password|passwd|token|dsn|credential|auth", re.IGNORECASE)
+
+
+def _mask_secrets(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: "***" if isinstance(k, str) and _SECRET_KEY.search(k) and v else _mask_secrets(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask_secrets(v) for v in value]
+    return value
 
 
 # -- public entry points ------------------------------------------------------------------------
