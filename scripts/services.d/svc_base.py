@@ -100,6 +100,9 @@ class Daemon(Service):
             self.stop_process(state)
         state.update(ready=False, pid=None)
         save_state(self.name, state)
+        if self.log.exists():
+            # One log per start keeps failure excerpts relevant; the previous one stays for comparison.
+            self.log.replace(self.log.with_suffix(".log.prev"))
         try:
             state = self.start(state)
         except BaseException:

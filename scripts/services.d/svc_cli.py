@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from svc_base import Service
-from svc_common import STATE_ROOT, ServiceError, apt_install, say, tail
+from svc_common import REPO, STATE_ROOT, ServiceError, apt_install, say, tail
 from svc_kafka import Kafka
 from svc_postgres import Postgres
 from svc_redis import Redis
@@ -55,7 +55,8 @@ def select(names: list[str]) -> list[Service]:
 
 
 def env_lines() -> list[str]:
-    lines = []
+    # Tests that must stop and restart a daemon call this script (`down kafka`, then `up kafka`).
+    lines = [f"export ASTROCYTE_TEST_SERVICES_SCRIPT={shlex.quote(str(REPO / 'scripts' / 'services'))}"]
     for svc in SERVICES.values():
         for key, value in svc.exported_env().items():
             lines.append(f"export {key}={shlex.quote(value)}")

@@ -138,6 +138,7 @@ def terminate(pid: int | None, marker: str, timeout: float = 30.0) -> bool:
     assert pid is not None
     try:
         os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGCONT)  # a stopped (SIGSTOP) server would otherwise never see the TERM
     except ProcessLookupError:
         return False
     if wait_until(lambda: not pid_alive(pid, marker), timeout):

@@ -6,6 +6,7 @@ and does the PostgreSQL work. The data directory and log live in `.services/post
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -77,6 +78,7 @@ class Postgres(Daemon):
                 [str(python), str(HELPER), "start", str(self.datadir), str(port), str(self.log)],
                 self.log,
                 timeout=self.start_timeout,
+                env=self._helper_env(),
             )
         finally:
             state["pid"] = _postmaster_pid(self.datadir)
@@ -87,6 +89,12 @@ class Postgres(Daemon):
         state["env"] = {"ASTROCYTE_TEST_POSTGRES_DSN": f"postgresql://postgres@{HOST}:{port}/astrocyte_test"}
         return state
 
+    def _helper_env(self) -> dict[str, str]:
+        # The package asks platformdirs for a runtime dir at import; give it ours, not /tmp/runtime-0.
+        runtime = self.dir / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        return dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
+
     def stop_process(self, state: dict) -> bool:
         if not self.running(state):
             return False
@@ -96,6 +104,7 @@ class Postgres(Daemon):
                 [str(python), str(HELPER), "stop", str(self.datadir)],
                 timeout=60,
                 stdin=subprocess.DEVNULL,
+                env=self._helper_env(),
                 capture_output=True,
                 check=True,
             )
