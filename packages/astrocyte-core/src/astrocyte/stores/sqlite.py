@@ -1,0 +1,773 @@
+"""``sqlite``: the embedded default store. One SQLite file (WAL) is the source of truth.
+
+Layout: ``banks``, ``memories`` (one row per retained memory, with its tags, metadata and times),
+``memory_tags`` (for tag filters), ``chunks`` (text and the float32 embedding as a BLOB),
+``chunks_fts`` (FTS5 over chunk text, kept in step by triggers), ``store_meta`` (embedding
+dimension, a write generation), ``state`` and ``leases``.
+
+Vector search goes through an in-memory usearch HNSW index per bank (``_vector_index``) keyed by
+chunk rowid; candidates are re-read from SQLite, which re-applies filters, drops rows deleted
+meanwhile and re-scores with the exact float32 cosine. Filters are applied after the ANN search
+with over-fetch; a selective filter is answered by an exact scan of the matching rows instead.
+On ``open`` the index is rebuilt from the BLOBs, or loaded from the snapshot written beside the
+database on ``close`` when the database has not been written since.
+
+All SQLite work runs off the event loop: writes on one dedicated thread owning the writer
+connection (which also serialises them, so idempotency checks cannot race), reads on a small
+pool of threads each with its own connection. One process per database file: the index of a
+second process writing the same file would not see the first one's writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from astrocyte.config import validate_model
+from astrocyte.errors import ConflictError, NotFoundError, ProviderUnavailableError, ValidationError
+from astrocyte.stores._vector_index import IndexSettings, VectorIndex
+from astrocyte.types import (
+    BankStats,
+    ComponentHealth,
+    ForgetSelector,
+    InsertOutcome,
+    MemoryRecord,
+    SearchFilters,
+    StoredHit,
+)
+
+__all__ = ["SQLiteStore", "SQLiteStoreConfig", "fts_query"]
+
+T = TypeVar("T")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_WORD = re.compile(r"\w+")
+_MAX_QUERY_TERMS = 32
+# Words so common that OR-ing them into a keyword query only costs time and adds noise; they are
+# dropped unless the query has nothing else.
+_STOPWORDS = frozenset(
+    "a an and are as at be but by did do does for from had has have he her his how i if in into is it "
+    "its me my no not of on or our she so that the their them then there they this to was we were what "
+    "when where which who why will with you your".split()
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', 1), ('generation', 0);
+CREATE TABLE IF NOT EXISTS banks (bank_id TEXT PRIMARY KEY, created_at TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memories (
+    id INTEGER PRIMARY KEY,
+    memory_id TEXT NOT NULL,
+    bank_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    occurred_at TEXT,
+    retained_at TEXT NOT NULL,
+    event_us INTEGER NOT NULL,      -- COALESCE(occurred_at, retained_at) as UTC microseconds
+    retained_us INTEGER NOT NULL,
+    source TEXT,
+    idempotency_key TEXT,
+    UNIQUE (bank_id, memory_id),
+    UNIQUE (bank_id, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS memories_by_event ON memories (bank_id, event_us);
+CREATE INDEX IF NOT EXISTS memories_by_retained ON memories (bank_id, retained_us);
+CREATE TABLE IF NOT EXISTS memory_tags (
+    memory INTEGER NOT NULL, bank_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (memory, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memory_tags_by_tag ON memory_tags (bank_id, tag, memory);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: it is the vector index key
+    memory INTEGER NOT NULL,
+    bank_id TEXT NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    embedding BLOB NOT NULL                 -- float32, native byte order
+);
+CREATE INDEX IF NOT EXISTS chunks_by_memory ON chunks (memory);
+CREATE INDEX IF NOT EXISTS chunks_by_bank ON chunks (bank_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TABLE IF NOT EXISTS state (
+    namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL);
+"""
+
+_HIT_COLUMNS = (
+    "c.id, c.chunk_index, c.text, m.memory_id, m.bank_id, m.tags, m.metadata, "
+    "m.occurred_at, m.retained_at, m.source"
+)
+
+
+class SQLiteStoreConfig(BaseModel):
+    """``store_config`` of the ``sqlite`` store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, description="database file; parent directories are created")
+    busy_timeout_ms: int = Field(default=5000, ge=0)
+    read_connections: int = Field(default=4, ge=1, le=64)
+    index_connectivity: int = Field(default=16, ge=4, le=128)
+    index_expansion_add: int = Field(default=64, ge=8, le=1024)
+    index_expansion_search: int = Field(default=64, ge=8, le=4096)
+    index_dtype: Literal["f32", "f16", "i8"] = "f16"
+    exact_search_max: int = Field(
+        default=4096, ge=0, description="banks or filtered candidate sets up to this many vectors are "
+        "searched exactly"
+    )
+    index_snapshot: bool = Field(default=True, description="save the vector index beside the file on close")
+
+
+class SQLiteStore:
+    """The embedded :class:`~astrocyte.providers.Store`: one SQLite file plus an in-memory ANN index.
+
+    Config keys: ``path`` (required), ``busy_timeout_ms`` (5000), ``read_connections`` (4), and the
+    vector index knobs ``index_connectivity`` (16), ``index_expansion_add`` (64),
+    ``index_expansion_search`` (64), ``index_dtype`` (``f16``), ``exact_search_max`` (4096),
+    ``index_snapshot`` (true).
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._settings = validate_model(SQLiteStoreConfig, config)
+        self._path = Path(self._settings.path).expanduser()
+        self._index = VectorIndex(
+            IndexSettings(
+                connectivity=self._settings.index_connectivity,
+                expansion_add=self._settings.index_expansion_add,
+                expansion_search=self._settings.index_expansion_search,
+                dtype=self._settings.index_dtype,
+                exact_below=self._settings.exact_search_max,
+            )
+        )
+        self._writer_pool: ThreadPoolExecutor | None = None
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._dimension: int | None = None
+        self._generation = 0
+        self._known_banks: set[str] = set()
+
+    @classmethod
+    def validate_config(cls, mapping: Mapping[str, Any]) -> None:
+        """Raise ``ConfigError`` naming unknown or ill-typed keys."""
+        validate_model(SQLiteStoreConfig, mapping)
+
+    @classmethod
+    def contract_config(cls, tmp_path: Path) -> Mapping[str, Any] | None:
+        """Configuration the store contract kit uses: a fresh file in ``tmp_path``."""
+        return {"path": str(tmp_path / "contract-sqlite.db")}
+
+    @property
+    def _snapshot_dir(self) -> Path:
+        return self._path.with_name(self._path.name + ".vectors")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create or open the file, apply the schema and build (or load) the vector index."""
+        if self._writer_pool is not None:
+            return
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="astrocyte-sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(
+            self._settings.read_connections, thread_name_prefix="astrocyte-sqlite-reader"
+        )
+        try:
+            await self._write(self._open_sync)
+        except sqlite3.Error as exc:
+            await self.close()
+            raise ProviderUnavailableError(f"cannot open SQLite database {self._path}: {exc}") from exc
+
+    def _open_sync(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = self._connect()
+        self._writer.executescript(_SCHEMA)
+        meta = dict(self._writer.execute("SELECT key, value FROM store_meta").fetchall())
+        self._dimension = int(meta["dimension"]) if meta.get("dimension") is not None else None
+        self._generation = int(meta["generation"])
+        self._known_banks = {row[0] for row in self._writer.execute("SELECT bank_id FROM banks")}
+        if not (self._settings.index_snapshot and self._index.load(self._snapshot_dir, self._generation)):
+            self._rebuild_index()
+        for _ in range(self._settings.read_connections):
+            conn = self._connect()
+            self._reader_conns.append(conn)
+            self._readers.put(conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._settings.busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode survives application crashes; only an OS crash can lose the last commits.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA cache_size = -65536")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        return conn
+
+    def _rebuild_index(self) -> None:
+        """Re-index every chunk vector from the BLOBs, one bank at a time."""
+        assert self._writer is not None
+        rows = self._writer.execute("SELECT bank_id, id, embedding FROM chunks ORDER BY bank_id, id")
+        bank: str | None = None
+        keys: list[int] = []
+        blobs: list[bytes] = []
+        for bank_id, key, blob in rows:
+            if bank_id != bank or len(keys) >= 20_000:
+                self._index_blobs(bank, keys, blobs)
+                bank, keys, blobs = bank_id, [], []
+            keys.append(key)
+            blobs.append(blob)
+        self._index_blobs(bank, keys, blobs)
+
+    def _index_blobs(self, bank_id: str | None, keys: list[int], blobs: list[bytes]) -> None:
+        if bank_id is None or not keys or self._dimension is None:
+            return
+        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(keys), self._dimension)
+        self._index.add(bank_id, keys, vectors)
+
+    async def close(self) -> None:
+        """Snapshot the index (when enabled), close every connection and stop the threads."""
+        if self._writer_pool is None:
+            return
+        try:
+            await self._write(self._close_sync)
+        finally:
+            self._writer_pool.shutdown(wait=True)
+            if self._reader_pool is not None:
+                self._reader_pool.shutdown(wait=True)
+            self._writer_pool = self._reader_pool = None
+
+    def _close_sync(self) -> None:
+        if self._writer is not None and self._settings.index_snapshot:
+            try:
+                self._index.save(self._snapshot_dir, self._generation)
+            except (OSError, RuntimeError):
+                pass  # a missing snapshot only costs a rebuild on the next open
+        for conn in self._reader_conns:
+            conn.close()
+        self._reader_conns.clear()
+        self._readers = queue.SimpleQueue()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # -- thread plumbing -------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._writer_pool is None:
+            raise ProviderUnavailableError("the SQLite store is not open; call open() first")
+        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._reader_pool is None:
+            raise ProviderUnavailableError("the SQLite store is not open; call open() first")
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, self._with_reader, fn, args)
+
+    def _with_reader(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._readers.get()
+        try:
+            return fn(conn, *args)
+        finally:
+            self._readers.put(conn)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE on the writer connection: takes the write lock up front, so a
+        read-then-write (idempotency check, then insert) cannot interleave with another writer."""
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _bump_generation(self, conn: sqlite3.Connection) -> None:
+        self._generation += 1
+        conn.execute("UPDATE store_meta SET value = ? WHERE key = 'generation'", (self._generation,))
+
+    # -- banks -----------------------------------------------------------------------------------
+
+    async def create_bank(self, bank_id: str) -> bool:
+        """Create the bank if absent; True when this call created it."""
+        return await self._write(self._create_bank_sync, bank_id)
+
+    def _create_bank_sync(self, bank_id: str) -> bool:
+        with self._transaction() as conn:
+            created = _ensure_bank(conn, bank_id)
+        self._known_banks.add(bank_id)
+        return created
+
+    async def bank_exists(self, bank_id: str) -> bool:
+        return await self._read(_bank_exists, bank_id)
+
+    async def list_banks(self) -> list[str]:
+        return await self._read(lambda conn: [r[0] for r in conn.execute("SELECT bank_id FROM banks ORDER BY 1")])
+
+    async def delete_bank(self, bank_id: str) -> int:
+        """Delete the bank with its memories; returns their number (0 for an absent bank)."""
+        return await self._write(self._delete_bank_sync, bank_id)
+
+    def _delete_bank_sync(self, bank_id: str) -> int:
+        with self._transaction() as conn:
+            deleted = self._delete_memories(conn, bank_id, "m.bank_id = ?", [bank_id])
+            conn.execute("DELETE FROM banks WHERE bank_id = ?", (bank_id,))
+            self._bump_generation(conn)
+        self._known_banks.discard(bank_id)
+        self._index.drop_bank(bank_id)
+        return deleted
+
+    async def bank_stats(self, bank_id: str) -> BankStats:
+        """Memory and chunk counts and the retained-at range; ``NotFoundError`` for an absent bank."""
+        return await self._read(_bank_stats, bank_id)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    async def insert(self, records: Sequence[MemoryRecord]) -> list[InsertOutcome]:
+        """Write ``records`` in one transaction, deduplicating on ``(bank_id, idempotency_key)``."""
+        if not records:
+            return []
+        prepared = [_vectors_of(record) for record in records]
+        return await self._write(self._insert_sync, records, prepared)
+
+    def _insert_sync(self, records: Sequence[MemoryRecord], vectors: list[np.ndarray]) -> list[InsertOutcome]:
+        outcomes: list[InsertOutcome] = []
+        added: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+        touched_banks: set[str] = set()
+        with self._transaction() as conn:
+            self._check_dimension(conn, vectors)
+            batch_keys: dict[tuple[str, str], str] = {}
+            for record, matrix in zip(records, vectors, strict=True):
+                if record.bank_id not in self._known_banks:
+                    _ensure_bank(conn, record.bank_id)
+                    touched_banks.add(record.bank_id)
+                existing = _existing_for_key(conn, record, batch_keys)
+                if existing is not None:
+                    outcomes.append(InsertOutcome(memory_id=existing, deduplicated=True))
+                    continue
+                chunk_ids = _insert_record(conn, record, matrix)
+                keys, rows = added.setdefault(record.bank_id, ([], []))
+                keys.extend(chunk_ids)
+                rows.append(matrix)
+                outcomes.append(InsertOutcome(memory_id=record.memory_id, deduplicated=False))
+            self._bump_generation(conn)
+        self._known_banks |= touched_banks
+        for bank_id, (keys, rows) in added.items():
+            self._index.add(bank_id, keys, np.vstack(rows))
+        return outcomes
+
+    def _check_dimension(self, conn: sqlite3.Connection, vectors: list[np.ndarray]) -> None:
+        """Refuse the whole batch, before anything is written, when a vector has the wrong size."""
+        sizes = {int(m.shape[1]) for m in vectors if m.shape[0]}
+        expected = self._dimension
+        if expected is None and len(sizes) == 1:
+            expected = sizes.pop()
+            conn.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('dimension', ?)", (expected,))
+            self._dimension = expected
+            return
+        wrong = sorted(s for s in sizes if s != expected)
+        if wrong:
+            raise ValidationError(
+                f"embedding has {wrong[0]} dimensions but the store holds {expected}-dimensional "
+                "vectors; use the same embedder (and dimensions) the store was filled with",
+                code="embedding_dimension_mismatch",
+                details={"expected": expected, "got": wrong[0]},
+            )
+
+    async def forget(self, bank_id: str, selector: ForgetSelector) -> int:
+        """Delete the memories ``selector`` picks (selectors AND together); returns their number."""
+        where, params = _selector_sql(bank_id, selector)
+        return await self._write(self._forget_sync, bank_id, where, params)
+
+    def _forget_sync(self, bank_id: str, where: str, params: list[Any]) -> int:
+        with self._transaction() as conn:
+            deleted = self._delete_memories(conn, bank_id, where, params)
+            if deleted:
+                self._bump_generation(conn)
+        if self._index.needs_rebuild(bank_id):
+            self._reindex_bank(bank_id)
+        return deleted
+
+    def _delete_memories(self, conn: sqlite3.Connection, bank_id: str, where: str, params: list[Any]) -> int:
+        """Delete matching memories with their tags, chunks (FTS rows go by trigger) and vectors."""
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM temp.doomed")
+        conn.execute(f"INSERT INTO temp.doomed SELECT m.id FROM memories m WHERE {where}", params)
+        chunk_ids = [r[0] for r in conn.execute("SELECT id FROM chunks WHERE memory IN temp.doomed")]
+        conn.execute("DELETE FROM chunks WHERE memory IN temp.doomed")
+        conn.execute("DELETE FROM memory_tags WHERE memory IN temp.doomed")
+        deleted = conn.execute("DELETE FROM memories WHERE id IN temp.doomed").rowcount
+        # Removing from the index before COMMIT is safe: searches re-read hits from SQLite anyway.
+        self._index.remove(bank_id, chunk_ids)
+        return int(deleted)
+
+    def _reindex_bank(self, bank_id: str) -> None:
+        """Rebuild one bank's graph from its BLOBs after heavy deletion left it mostly tombstones."""
+        assert self._writer is not None
+        rows = self._writer.execute("SELECT id, embedding FROM chunks WHERE bank_id = ?", (bank_id,)).fetchall()
+        self._index.drop_bank(bank_id)
+        self._index_blobs(bank_id, [r[0] for r in rows], [r[1] for r in rows])
+
+    # -- search ----------------------------------------------------------------------------------
+
+    async def vector_search(
+        self, bank_ids: Sequence[str], embedding: np.ndarray, k: int, filters: SearchFilters
+    ) -> list[StoredHit]:
+        """Up to ``k`` chunks by cosine similarity, best first; filters are exact."""
+        banks = list(dict.fromkeys(bank_ids))
+        if k <= 0 or not banks or self._dimension is None:
+            return []
+        query = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if query.size != self._dimension:
+            raise ValidationError(
+                f"query vector has {query.size} dimensions but the store holds {self._dimension}",
+                code="embedding_dimension_mismatch",
+            )
+        return await self._read(self._vector_search_sync, banks, query, k, filters)
+
+    def _vector_search_sync(
+        self, conn: sqlite3.Connection, banks: list[str], query: np.ndarray, k: int, filters: SearchFilters
+    ) -> list[StoredHit]:
+        where, params = _filter_sql(banks, filters)
+        total = self._index.size(banks)
+        if _has_filters(filters):
+            exact = _exact_candidates(conn, where, params, self._settings.exact_search_max)
+            if exact is not None:
+                return _rescore(conn, exact, query, k, "", [])
+            # Not selective: at least exact_search_max rows match, so k*total/exact_search_max
+            # neighbours contain k matches on average; over-fetch, then widen until k are found.
+            fetch = max(4 * k, k * total // max(self._settings.exact_search_max, 1))
+        else:
+            fetch = max(2 * k, 20)
+        while True:
+            keys = self._index.search(banks, query, fetch)
+            hits = _rescore(conn, keys, query, k, where, params)
+            if len(hits) >= k or fetch >= total:
+                return hits
+            fetch *= 4
+
+    async def keyword_search(
+        self, bank_ids: Sequence[str], query: str, k: int, filters: SearchFilters
+    ) -> list[StoredHit]:
+        """Up to ``k`` chunks by BM25 (higher is better); any query text is safe."""
+        banks = list(dict.fromkeys(bank_ids))
+        match = fts_query(query)
+        if k <= 0 or not banks or match is None:
+            return []
+        return await self._read(_keyword_search_sync, banks, match, k, filters)
+
+    async def count(self, bank_ids: Sequence[str], filters: SearchFilters) -> int:
+        """How many memories in ``bank_ids`` match ``filters``."""
+        banks = list(dict.fromkeys(bank_ids))
+        if not banks:
+            return 0
+        where, params = _filter_sql(banks, filters)
+        return await self._read(
+            lambda conn: int(conn.execute(f"SELECT COUNT(*) FROM memories m WHERE {where}", params).fetchone()[0])
+        )
+
+    # -- state, leases, health -------------------------------------------------------------------
+
+    async def get_state(self, namespace: str, key: str) -> str | None:
+        row = await self._read(
+            lambda conn: conn.execute(
+                "SELECT value FROM state WHERE namespace = ? AND key = ?", (namespace, key)
+            ).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def set_state(self, namespace: str, key: str, value: str) -> None:
+        await self._write(self._set_state_sync, namespace, key, value)
+
+    def _set_state_sync(self, namespace: str, key: str, value: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO state (namespace, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+                (namespace, key, value),
+            )
+
+    async def try_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Take or renew ``name`` for ``holder``; wall-clock expiry, so it works across processes."""
+        return await self._write(self._try_lease_sync, name, holder, ttl_seconds)
+
+    def _try_lease_sync(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        now = time.time()
+        with self._transaction() as conn:
+            changed = conn.execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at "
+                "WHERE leases.holder = excluded.holder OR leases.expires_at <= ?",
+                (name, holder, now + ttl_seconds, now),
+            ).rowcount
+        return bool(changed)
+
+    async def health(self) -> ComponentHealth:
+        """Run a trivial query on a reader connection and report its latency."""
+        started = time.perf_counter()
+        try:
+            await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+        except (sqlite3.Error, ProviderUnavailableError) as exc:
+            return ComponentHealth(name="store", healthy=False, detail=f"sqlite: {exc}")
+        latency = (time.perf_counter() - started) * 1000
+        return ComponentHealth(
+            name="store", healthy=True, detail=f"sqlite at {self._path}", latency_ms=round(latency, 3)
+        )
+
+
+# -- SQL helpers (run on a worker thread) --------------------------------------------------------
+
+
+def _ensure_bank(conn: sqlite3.Connection, bank_id: str) -> bool:
+    created_at = datetime.now(UTC).isoformat()
+    cursor = conn.execute("INSERT OR IGNORE INTO banks (bank_id, created_at) VALUES (?, ?)", (bank_id, created_at))
+    return bool(cursor.rowcount)
+
+
+def _bank_exists(conn: sqlite3.Connection, bank_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM banks WHERE bank_id = ?", (bank_id,)).fetchone() is not None
+
+
+def _bank_stats(conn: sqlite3.Connection, bank_id: str) -> BankStats:
+    if not _bank_exists(conn, bank_id):
+        raise NotFoundError(f"bank {bank_id!r} does not exist", code="bank_not_found")
+    memories = conn.execute("SELECT COUNT(*) FROM memories WHERE bank_id = ?", (bank_id,)).fetchone()[0]
+    chunks = conn.execute("SELECT COUNT(*) FROM chunks WHERE bank_id = ?", (bank_id,)).fetchone()[0]
+    oldest = conn.execute(
+        "SELECT retained_at FROM memories WHERE bank_id = ? ORDER BY retained_us ASC LIMIT 1", (bank_id,)
+    ).fetchone()
+    newest = conn.execute(
+        "SELECT retained_at FROM memories WHERE bank_id = ? ORDER BY retained_us DESC LIMIT 1", (bank_id,)
+    ).fetchone()
+    return BankStats(
+        bank_id=bank_id,
+        memory_count=int(memories),
+        chunk_count=int(chunks),
+        oldest_retained_at=datetime.fromisoformat(oldest[0]) if oldest else None,
+        newest_retained_at=datetime.fromisoformat(newest[0]) if newest else None,
+    )
+
+
+def _vectors_of(record: MemoryRecord) -> np.ndarray:
+    """The record's chunk vectors as one contiguous float32 matrix (rows in chunk order)."""
+    if not record.chunks:
+        return np.empty((0, 0), dtype=np.float32)
+    rows = [np.asarray(chunk.embedding, dtype=np.float32).reshape(-1) for chunk in record.chunks]
+    if len({row.size for row in rows}) > 1:
+        raise ValidationError(
+            "the chunks of one memory have vectors of different sizes", code="embedding_dimension_mismatch"
+        )
+    return np.ascontiguousarray(np.vstack(rows))
+
+
+def _existing_for_key(
+    conn: sqlite3.Connection, record: MemoryRecord, batch_keys: dict[tuple[str, str], str]
+) -> str | None:
+    """The memory id already holding ``record``'s idempotency key, in this batch or the file."""
+    key = record.idempotency_key
+    if key is None:
+        return None
+    scoped = (record.bank_id, key)
+    if scoped in batch_keys:
+        return batch_keys[scoped]
+    row = conn.execute(
+        "SELECT memory_id FROM memories WHERE bank_id = ? AND idempotency_key = ?", scoped
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    batch_keys[scoped] = record.memory_id
+    return None
+
+
+def _insert_record(conn: sqlite3.Connection, record: MemoryRecord, vectors: np.ndarray) -> list[int]:
+    """Insert one memory with its tags and chunks; returns the new chunk rowids."""
+    event = record.occurred_at or record.retained_at
+    tags = list(dict.fromkeys(record.tags))
+    try:
+        memory = conn.execute(
+            "INSERT INTO memories (memory_id, bank_id, text, tags, metadata, occurred_at, retained_at, "
+            "event_us, retained_us, source, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.memory_id,
+                record.bank_id,
+                record.text,
+                json.dumps(tags),
+                json.dumps(record.metadata, default=str),
+                record.occurred_at.isoformat() if record.occurred_at else None,
+                record.retained_at.isoformat(),
+                _micros(event),
+                _micros(record.retained_at),
+                record.source,
+                record.idempotency_key,
+            ),
+        ).lastrowid
+    except sqlite3.IntegrityError as exc:
+        raise ConflictError(
+            f"memory id {record.memory_id!r} already exists in bank {record.bank_id!r}", code="memory_id_exists"
+        ) from exc
+    conn.executemany(
+        "INSERT INTO memory_tags (memory, bank_id, tag) VALUES (?, ?, ?)",
+        [(memory, record.bank_id, tag) for tag in tags],
+    )
+    chunk_ids = []
+    for chunk, vector in zip(record.chunks, vectors, strict=True):
+        chunk_ids.append(
+            conn.execute(
+                "INSERT INTO chunks (memory, bank_id, chunk_index, text, embedding) VALUES (?, ?, ?, ?, ?)",
+                (memory, record.bank_id, chunk.index, chunk.text, vector.tobytes()),
+            ).lastrowid
+        )
+    return chunk_ids
+
+
+def _micros(moment: datetime) -> int:
+    """UTC microseconds since the epoch; a naive datetime is taken as UTC."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return (aware - _EPOCH) // timedelta(microseconds=1)
+
+
+def _has_filters(filters: SearchFilters) -> bool:
+    return bool(filters.tags) or filters.start is not None or filters.end is not None
+
+
+def _filter_sql(banks: Sequence[str], filters: SearchFilters) -> tuple[str, list[Any]]:
+    """A WHERE clause over ``memories m`` for the banks and filters, with its parameters."""
+    if len(banks) == 1:
+        clauses, params = ["m.bank_id = ?"], [banks[0]]
+    else:
+        clauses, params = ["m.bank_id IN (SELECT value FROM json_each(?))"], [json.dumps(list(banks))]
+    if filters.start is not None:
+        clauses.append("m.event_us >= ?")
+        params.append(_micros(filters.start))
+    if filters.end is not None:
+        clauses.append("m.event_us < ?")
+        params.append(_micros(filters.end))
+    tags = list(dict.fromkeys(filters.tags))
+    if tags:
+        clauses.append(
+            "(SELECT COUNT(*) FROM memory_tags t WHERE t.memory = m.id "
+            "AND t.tag IN (SELECT value FROM json_each(?))) = ?"
+        )
+        params += [json.dumps(tags), len(tags)]
+    return " AND ".join(clauses), params
+
+
+def _selector_sql(bank_id: str, selector: ForgetSelector) -> tuple[str, list[Any]]:
+    """A WHERE clause over ``memories m`` for a forget selector (validated here, off the thread)."""
+    others = bool(selector.memory_ids or selector.tags or selector.before is not None)
+    if selector.all_ and others:
+        raise ValidationError(
+            "forget with all_ must not be combined with other selectors", code="forget_selector_invalid"
+        )
+    if not selector.all_ and not others:
+        raise ValidationError(
+            "forget needs memory_ids, tags, before, or all_ (to clear the whole bank)", code="forget_selector_empty"
+        )
+    where, params = _filter_sql([bank_id], SearchFilters(tags=tuple(selector.tags)))
+    if selector.memory_ids:
+        where += " AND m.memory_id IN (SELECT value FROM json_each(?))"
+        params.append(json.dumps(list(selector.memory_ids)))
+    if selector.before is not None:
+        where += " AND m.retained_us < ?"
+        params.append(_micros(selector.before))
+    return where, params
+
+
+def _exact_candidates(conn: sqlite3.Connection, where: str, params: list[Any], limit: int) -> list[int] | None:
+    """Chunk ids matching the filter when there are at most ``limit`` of them, else None."""
+    rows = conn.execute(
+        f"SELECT c.id FROM memories m JOIN chunks c ON c.memory = m.id WHERE {where} LIMIT ?", [*params, limit + 1]
+    ).fetchall()
+    return None if len(rows) > limit else [r[0] for r in rows]
+
+
+def _rescore(
+    conn: sqlite3.Connection, keys: Sequence[int], query: np.ndarray, k: int, where: str, params: list[Any]
+) -> list[StoredHit]:
+    """Read candidate chunks (those still present and, with ``where``, matching it), score them by
+    exact cosine against their stored float32 vectors, and keep the best ``k``."""
+    if not len(keys):
+        return []
+    clause = f" AND {where}" if where else ""
+    rows = conn.execute(
+        f"SELECT {_HIT_COLUMNS}, c.embedding FROM chunks c JOIN memories m ON m.id = c.memory "
+        f"WHERE c.id IN (SELECT value FROM json_each(?)){clause}",
+        [json.dumps([int(key) for key in keys]), *params],
+    ).fetchall()
+    if not rows:
+        return []
+    matrix = np.frombuffer(b"".join(r[-1] for r in rows), dtype=np.float32).reshape(len(rows), query.size)
+    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query))
+    scores = np.clip((matrix @ query) / np.where(norms == 0, 1.0, norms), -1.0, 1.0)
+    # Ties break on memory id and chunk index so results are deterministic.
+    order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i][3], rows[i][1]))[:k]
+    return [_hit(rows[i], float(scores[i])) for i in order]
+
+
+def _keyword_search_sync(
+    conn: sqlite3.Connection, banks: list[str], match: str, k: int, filters: SearchFilters
+) -> list[StoredHit]:
+    where, params = _filter_sql(banks, filters)
+    rows = conn.execute(
+        f"SELECT {_HIT_COLUMNS}, bm25(chunks_fts) AS rank FROM chunks_fts "
+        "JOIN chunks c ON c.id = chunks_fts.rowid JOIN memories m ON m.id = c.memory "
+        f"WHERE chunks_fts MATCH ? AND {where} ORDER BY rank, m.memory_id, c.chunk_index LIMIT ?",
+        [match, *params, k],
+    ).fetchall()
+    # FTS5's bm25() is lower-is-better (negative); the store contract wants higher-is-better.
+    return [_hit(row, -float(row[-1])) for row in rows]
+
+
+def _hit(row: Sequence[Any], score: float) -> StoredHit:
+    _, chunk_index, text, memory_id, bank_id, tags, metadata, occurred_at, retained_at, source = row[:10]
+    return StoredHit(
+        memory_id=memory_id,
+        bank_id=bank_id,
+        chunk_index=chunk_index,
+        text=text,
+        score=score,
+        tags=tuple(json.loads(tags)),
+        metadata=json.loads(metadata),
+        occurred_at=datetime.fromisoformat(occurred_at) if occurred_at else None,
+        retained_at=datetime.fromisoformat(retained_at),
+        source=source,
+    )
+
+
+def fts_query(text: str) -> str | None:
+    """Turn arbitrary user text into a safe FTS5 MATCH expression, or None when it has no words.
+
+    Every word becomes a double-quoted string (words are ``\\w+`` runs, so they hold no quote), so
+    FTS5 operators (``AND``, ``NEAR``, ``*``, ``:``, ``^``, parentheses) are matched as plain words
+    and no input can produce a syntax error. Words are OR-ed: BM25 ranks documents holding more of
+    them first. Very common words are dropped when the query has others.
+    """
+    words = list(dict.fromkeys(_WORD.findall(text.lower())))
+    meaningful = [w for w in words if w not in _STOPWORDS]
+    chosen = (meaningful or words)[:_MAX_QUERY_TERMS]
+    if not chosen:
+        return None
+    return " OR ".join(f'"{word}"' for word in chosen)
