@@ -230,4 +230,4 @@ def apt_install(packages: list[str]) -> None:
     lock = ["-o", "DPkg::Lock::Timeout=300"]
     say(f"apt-get install {' '.join(packages)} (log: {log})")
     run(["apt-get", *lock, "update"], log, timeout=600, env=env)
-    run(["apt-get", *lock, "install", "-y", "--no-install-recommends", *packages], log, timeout=1500, env=env)
+    run(["apt-get", *lock, "install", "-y", "--no-install-recommends", *packages], log, timeout=1200, env=env)
