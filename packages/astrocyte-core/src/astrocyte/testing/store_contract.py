@@ -188,7 +188,8 @@ class StoreContract:
 
     async def test_delete_bank_removes_its_memories_and_only_them(self, store: Store) -> None:
         doomed, kept = unique_bank("doomed"), unique_bank("kept")
-        await store.insert([make_record(doomed, f"quokka {i}") for i in range(3)])
+        await store.insert([make_record(doomed, f"quokka {i}") for i in range(2)])
+        await store.insert([make_record(doomed, "", chunks=["quokka a", "quokka b"])])
         await store.insert([make_record(kept, "quokka survivor")])
         assert await store.delete_bank(doomed) == 3
         assert await store.bank_exists(doomed) is False
@@ -373,6 +374,20 @@ class StoreContract:
         assert await store.count(named, NO_FILTERS) == 2
         assert await store.count(banks, NO_FILTERS) == 3
 
+    async def test_multi_bank_vector_search_ranks_across_banks(self, store: Store) -> None:
+        bank_a, bank_b = unique_bank("rank-a"), unique_bank("rank-b")
+        await store.insert([make_record(bank_a, "a at 60", embedding=angled_vector(60))])
+        await store.insert(
+            [
+                make_record(bank_b, "b at 90", embedding=angled_vector(90)),
+                make_record(bank_b, "b at 0", embedding=angled_vector(0)),
+            ]
+        )
+        hits = await store.vector_search([bank_a, bank_b], angled_vector(0), 10, NO_FILTERS)
+        assert [h.text for h in hits] == ["b at 0", "a at 60", "b at 90"]
+        top = await store.vector_search([bank_a, bank_b], angled_vector(0), 2, NO_FILTERS)
+        assert [h.text for h in top] == ["b at 0", "a at 60"]
+
     async def test_search_of_absent_or_no_banks_is_empty(self, store: Store) -> None:
         absent = unique_bank("absent")
         assert await store.vector_search([absent], unit_vector("q"), 10, NO_FILTERS) == []
@@ -491,6 +506,13 @@ class StoreContract:
         hits = await store.keyword_search([bank], "saxophone harmonica", 10, NO_FILTERS)
         assert hits and hits[0].text == "saxophone harmonica duet tonight"
         _assert_best_first(hits, "keyword")
+
+    async def test_keyword_search_matches_any_word_of_a_question(self, store: Store) -> None:
+        bank = unique_bank("question")
+        await store.insert([make_record(bank, "the wombat digs a burrow"), make_record(bank, "unrelated")])
+        for query in ("where did my wombat go yesterday?", "wombat?", '"wombat"', "(wombat)", "wombat's"):
+            texts = _texts(await store.keyword_search([bank], query, 5, NO_FILTERS))
+            assert texts == {"the wombat digs a burrow"}, f"query {query!r} found {texts}"
 
     async def test_keyword_search_survives_hostile_queries(self, store: Store) -> None:
         bank = unique_bank("hostile")
