@@ -51,6 +51,12 @@ class Service:
             return "ready", f"checked by the last up (log: {self.log})"
         return "unknown", "not set up yet (run `scripts/services up`)"
 
+    def mark_unusable(self) -> None:
+        """After a failed `up`: stop exporting the variables of an earlier success."""
+        state = load_state(self.name)
+        state["ready"] = False
+        save_state(self.name, state)
+
     def exported_env(self) -> dict[str, str]:
         """The variables of the last successful `up`, or nothing when the service is not usable now."""
         state = load_state(self.name)

@@ -100,6 +100,8 @@ def start_all(services: list[Service]) -> dict[str, ServiceError]:
         for svc, error in zip(todo, pool.map(bring_up, todo), strict=True):
             if error is not None:
                 failures[svc.name] = error
+    for name in failures:
+        SERVICES[name].mark_unusable()
     return failures
 
 

@@ -116,18 +116,39 @@ class Nginx(Service):
 
 
 class Chromium(Service):
-    """Headless Chromium for the gateway docs test; only checks the binary runs."""
+    """Headless Chromium for the gateway docs test; checks it renders a page, starts nothing that stays."""
 
     name = "chromium"
+    # fonts-liberation is only a Recommends of chromium, and we install without recommends.
+    packages = ("chromium", "fonts-liberation")
 
     def missing_debs(self) -> list[str]:
-        return [] if _bin("chromium") or deb_installed("chromium") else ["chromium"]
+        return [package for package in self.packages if not deb_installed(package)]
 
     def up(self) -> dict[str, str]:
         chromium = _bin("chromium")
         require(chromium is not None, "chromium binary not found after install", self.log)
-        run([str(chromium), "--headless", "--no-sandbox", "--version"], self.log, timeout=60)
+        profile = self.dir / "profile"
+        cmd = [
+            str(chromium),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            "data:text/html,<p>astrocyte-probe</p>",
+        ]
+        try:
+            out = subprocess.run(cmd, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise ServiceError("headless chromium did not render within 60s", self.log) from exc
+        self.log.write_bytes(out.stderr)
+        require(
+            b"astrocyte-probe" in out.stdout,
+            f"headless chromium exited {out.returncode} without rendering",
+            self.log,
+        )
         env = {"ASTROCYTE_TEST_CHROMIUM_BIN": str(chromium)}
         save_state(self.name, {"ready": True, "env": env})
-        say(f"chromium: {chromium} runs")
+        say(f"chromium: {chromium} renders headless")
         return env
