@@ -1,4 +1,4 @@
-"""One JSON line per request: request id, principal, bank, client, method, path, status, duration.
+"""One JSON line per request: request id, principal (and acting_for), bank, client, method, path, status, duration.
 
 Principal and bank are whatever the routes put on ``request.state``; credentials never reach the
 log (only the principal they resolved to). Prometheus request metrics are recorded here too, from the
@@ -58,6 +58,7 @@ def _line(scope: Scope, status: int, elapsed: float) -> str:
             "duration_ms": round(elapsed * 1000, 3),
             "client": state.get("client_ip"),
             "principal": state.get("principal"),
+            "acting_for": state.get("acting_for"),
             "bank": state.get("bank_id"),
         },
         separators=(",", ":"),
