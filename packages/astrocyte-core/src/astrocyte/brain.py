@@ -42,14 +42,10 @@ from astrocyte import validation as check
 from astrocyte._metrics import instrumented
 from astrocyte.chunking import chunk_text
 from astrocyte.config import AstrocyteConfig, load_config, parse_config
-from astrocyte.errors import (
-    AstrocyteError,
-    NotFoundError,
-    ProviderUnavailableError,
-    ValidationError,
-)
+from astrocyte.errors import AstrocyteError, NotFoundError, ProviderUnavailableError, ValidationError
 from astrocyte.fusion import max_fused_score, reciprocal_rank_fusion
-from astrocyte.policy.config import PolicyConfig
+from astrocyte.policy.access import bank_not_found
+from astrocyte.policy.engine import PolicyEngine
 from astrocyte.providers import EMBEDDERS, LLM, LLMS, STORES, Embedder, Store, build
 from astrocyte.reflect import NO_MEMORIES_ANSWER, build_prompt, confidence, extractive_answer, order_hits
 from astrocyte.tokens import estimate_tokens
@@ -71,11 +67,6 @@ from astrocyte.types import (
     SearchFilters,
     StoredHit,
 )
-
-try:
-    from astrocyte.policy.engine import PolicyEngine
-except ImportError:  # pragma: no cover - the policy engine lands separately; see _NoPolicy
-    PolicyEngine = None  # type: ignore[assignment,misc]
 
 __all__ = ["Astrocyte"]
 
@@ -114,7 +105,7 @@ class Astrocyte:
         self.store: Store = store or build(STORES, config.store, config.store_config)
         self.embedder: Embedder = embedder or build(EMBEDDERS, config.embedder, config.embedder_config)
         self.llm: LLM | None = llm or (build(LLMS, config.llm, config.llm_config) if config.llm else None)
-        self.policy = _policy_engine(config.policy)
+        self.policy = PolicyEngine.from_config(config.policy)
         self._known_banks: set[str] = set()
         self._started = False
 
@@ -483,7 +474,11 @@ class Astrocyte:
         """Counts and time span of a bank the caller may read."""
         bank_id = check.validate_bank_id(bank_id)
         self.policy.authorize(context, bank_id, "read")
-        return await self.store.bank_stats(bank_id)
+        await self._require_banks([bank_id], cached=False)
+        try:
+            return await self.store.bank_stats(bank_id)
+        except NotFoundError:  # deleted meanwhile; answer exactly as for any absent bank
+            raise bank_not_found(bank_id) from None
 
     @instrumented("delete_bank")
     async def delete_bank(self, bank_id: str, *, context: AstrocyteContext | None = None) -> int:
@@ -501,7 +496,7 @@ class Astrocyte:
         exists = await asyncio.gather(*(self.store.bank_exists(b) for b in unknown))
         for bank, found in zip(unknown, exists, strict=True):
             if not found:
-                raise _bank_not_found(bank)
+                raise bank_not_found(bank)
         self._remember_banks(unknown)
 
     def _remember_banks(self, bank_ids: Iterable[str]) -> None:
@@ -597,10 +592,6 @@ def _forget_selector(
     return ForgetSelector(memory_ids=ids, tags=tag_tuple, before=before)
 
 
-def _bank_not_found(bank_id: str) -> NotFoundError:
-    return NotFoundError(f"bank {bank_id!r} does not exist", code="bank_not_found")
-
-
 async def _probe(name: str, probe: Any) -> ComponentHealth:
     started = time.perf_counter()
     try:
@@ -614,51 +605,3 @@ async def _probe(name: str, probe: Any) -> ComponentHealth:
 
 def _ms(start: float, end: float) -> float:
     return round((end - start) * 1000, 3)
-
-
-def _policy_engine(config: PolicyConfig) -> Any:
-    if PolicyEngine is not None:
-        return PolicyEngine.from_config(config)
-    return _NoPolicy(config)
-
-
-class _NoPolicy:
-    """Stand-in until ``astrocyte.policy.engine`` lands: allows everything, enforces content size."""
-
-    def __init__(self, config: PolicyConfig):
-        self._limits = config.limits
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    def authorize(self, context: AstrocyteContext | None, bank_id: str, permission: str) -> None:
-        return None
-
-    def readable_banks(self, context: AstrocyteContext | None, bank_ids: Iterable[str]) -> list[str]:
-        return list(bank_ids)
-
-    def screen(self, text: str) -> str:
-        return text
-
-    def check_sizes(self, content: str, metadata: Mapping[str, Any], tags: Sequence[str]) -> None:
-        from astrocyte.errors import TooLargeError
-
-        if len(content.encode("utf-8")) > self._limits.max_content_bytes:
-            raise TooLargeError("content is too large", code="content_too_large")
-
-    async def acquire(
-        self, context: AstrocyteContext | None, bank_id: str, operation: str, cost: int = 1
-    ) -> None:
-        return None
-
-    def authority_tier(self, bank_id: str, source: str | None) -> str | None:
-        return None
-
-    def tier_rank(self, tier: str | None) -> int:
-        return 0
-
-    def authority_context(self, hits: Sequence[MemoryHit]) -> str | None:
-        return None
