@@ -5,20 +5,24 @@ A store supplies its test configuration through the ``contract_config`` classmet
 clean up with ``contract_cleanup``); see :mod:`astrocyte.testing.store_contract`. A store that is
 installed but cannot be imported, or whose config needs a service that is not configured, skips
 locally and fails under ``CI``; a store without the hook fails
-``test_store_supplies_a_contract_config``.
+``test_installed_store_supplies_a_contract_config``.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 import pytest
 from astrocyte.providers import STORES, Store
-from astrocyte.testing._helpers import missing_service
-from astrocyte.testing.store_contract import StoreContract
+from astrocyte.testing.store_contract import (
+    StoreContract,
+    contract_cleanup_for,
+    contract_config_for,
+    missing_service,
+)
 
 
 def _installed_stores() -> dict[str, EntryPoint]:
@@ -35,12 +39,8 @@ def _load(name: str) -> type[Any]:
         missing_service(f"store {name!r} is installed but cannot be imported ({exc}); missing extra?")
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
 @pytest.mark.parametrize("name", list(INSTALLED))
-def test_store_supplies_a_contract_config(name: str) -> None:
+def test_installed_store_supplies_a_contract_config(name: str) -> None:
     cls = _load(name)
     assert callable(getattr(cls, "contract_config", None)), (
         f"store {name!r} ({cls.__module__}.{cls.__qualname__}) has no `contract_config(tmp_path)` "
@@ -55,16 +55,11 @@ async def discovered(
     """(store class, store_config) for one installed store, shared by the session's checks."""
     name: str = request.param
     cls = _load(name)
-    hook = getattr(cls, "contract_config", None)
-    if not callable(hook):
+    if not callable(getattr(cls, "contract_config", None)):
         pytest.skip(f"store {name!r} has no contract_config hook (reported by its own test)")
-    config = await _maybe_await(hook(tmp_path_factory.mktemp(f"store-{name}")))
-    if config is None:
-        missing_service(f"store {name!r} needs a service that is not configured here")
+    config = await contract_config_for(cls, tmp_path_factory.mktemp(f"store-{name}"))
     yield cls, config
-    cleanup = getattr(cls, "contract_cleanup", None)
-    if callable(cleanup):
-        await _maybe_await(cleanup(config))
+    await contract_cleanup_for(cls, config)
 
 
 class TestDiscoveredStoreContract(StoreContract):
@@ -78,3 +73,47 @@ class TestDiscoveredStoreContract(StoreContract):
         await store.open()
         yield store
         await store.close()
+
+
+# -- the hook machinery itself ---------------------------------------------------------------------
+
+
+class _AsyncHooks:
+    cleaned: list[Mapping[str, Any]] = []
+
+    @classmethod
+    async def contract_config(cls, tmp_path: Path) -> Mapping[str, Any]:
+        return {"path": str(tmp_path / "db")}
+
+    @classmethod
+    async def contract_cleanup(cls, config: Mapping[str, Any]) -> None:
+        cls.cleaned.append(config)
+
+
+class _NeedsAService:
+    @classmethod
+    def contract_config(cls, tmp_path: Path) -> None:
+        return None
+
+
+async def test_async_hooks_are_awaited(tmp_path: Path) -> None:
+    config = await contract_config_for(_AsyncHooks, tmp_path)
+    assert config == {"path": str(tmp_path / "db")}
+    await contract_cleanup_for(_AsyncHooks, config)
+    assert _AsyncHooks.cleaned == [config]
+
+
+async def test_a_store_without_the_hook_fails(tmp_path: Path) -> None:
+    with pytest.raises(pytest.fail.Exception, match="contract_config"):
+        await contract_config_for(object, tmp_path)
+
+
+async def test_a_missing_service_skips_locally_and_fails_in_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        await contract_config_for(_NeedsAService, tmp_path)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        await contract_config_for(_NeedsAService, tmp_path)

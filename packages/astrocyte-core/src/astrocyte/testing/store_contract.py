@@ -52,10 +52,13 @@ Behaviour the kit pins down beyond the protocol's docstrings:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -82,6 +85,8 @@ __all__ = [
     "angled_vector",
     "at",
     "contract_checks",
+    "contract_cleanup_for",
+    "contract_config_for",
     "make_record",
     "missing_service",
     "unique_bank",
@@ -130,6 +135,35 @@ HOSTILE_QUERIES: tuple[str, ...] = (
 def contract_checks() -> list[str]:
     """Names of every check in the kit (the ``test_*`` methods of :class:`StoreContract`)."""
     return sorted(name for name in dir(StoreContract) if name.startswith("test_"))
+
+
+async def contract_config_for(cls: type[Any], tmp_path: Path) -> Mapping[str, Any]:
+    """The test ``store_config`` a store class supplies through its ``contract_config`` hook.
+
+    Fails the test when the class has no hook; skips it (fails under ``CI``) when the hook answers
+    ``None`` because a service it needs is not configured.
+    """
+    hook = getattr(cls, "contract_config", None)
+    if not callable(hook):
+        pytest.fail(
+            f"{cls.__module__}.{cls.__qualname__} has no `contract_config(tmp_path)` classmethod, so the "
+            "store contract kit cannot test it; see astrocyte.testing.store_contract"
+        )
+    config = hook(tmp_path)
+    if inspect.isawaitable(config):
+        config = await config
+    if config is None:
+        missing_service(f"{cls.__qualname__}.contract_config found no configured service to test against")
+    return dict(config)
+
+
+async def contract_cleanup_for(cls: type[Any], config: Mapping[str, Any]) -> None:
+    """Run the class's optional ``contract_cleanup(config)`` hook (sync or async)."""
+    cleanup = getattr(cls, "contract_cleanup", None)
+    if callable(cleanup):
+        result = cleanup(config)
+        if inspect.isawaitable(result):
+            await result
 
 
 def _texts(hits: Sequence[StoredHit]) -> set[str]:
