@@ -229,5 +229,13 @@ def apt_install(packages: list[str]) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     lock = ["-o", "DPkg::Lock::Timeout=300"]
     say(f"apt-get install {' '.join(packages)} (log: {log})")
-    run(["apt-get", *lock, "update"], log, timeout=600, env=env)
+    for attempt in range(3):
+        try:
+            run(["apt-get", *lock, "update"], log, timeout=600, env=env)
+            break
+        except ServiceError as exc:
+            # The lists lock may be busy, or a mirror flaky; the install below still may succeed
+            # from the lists we have, and says so clearly if it cannot.
+            say(f"apt-get update failed ({exc}), attempt {attempt + 1} of 3")
+            time.sleep(10 * (attempt + 1))
     run(["apt-get", *lock, "install", "-y", "--no-install-recommends", *packages], log, timeout=1200, env=env)
