@@ -106,8 +106,10 @@ def validate_source(source_id: str, mapping: Mapping[str, Any]) -> SourceConfig:
     """Validate one source; the driver class is loaded to check its keys."""
     prefix = f"sources.{source_id}"
     if not SOURCE_ID_PATTERN.match(source_id):
-        raise ConfigError(f"{prefix}: source ids are 1-128 letters, digits and ._- starting with a letter "
-                          "or digit", details={"path": prefix})
+        raise ConfigError(
+            f"{prefix}: source ids are 1-128 letters, digits and ._- starting with a letter or digit",
+            details={"path": prefix},
+        )
     if not isinstance(mapping, Mapping):
         raise ConfigError(f"{prefix}: must be a mapping", details={"path": prefix})
     try:
@@ -119,8 +121,9 @@ def validate_source(source_id: str, mapping: Mapping[str, Any]) -> SourceConfig:
     try:
         driver_class = load_driver_class(common.type, common.driver)
     except ConfigError as exc:
-        raise ConfigError(f"{prefix}.driver: {exc.message}", code=exc.code,
-                          details={"path": f"{prefix}.driver"}) from exc
+        raise ConfigError(
+            f"{prefix}.driver: {exc.message}", code=exc.code, details={"path": f"{prefix}.driver"}
+        ) from exc
     driver_keys = {k: v for k, v in mapping.items() if k not in COMMON_KEYS}
     driver_config = _validate_driver_keys(prefix, driver_class, driver_keys)
     return SourceConfig(
@@ -157,6 +160,7 @@ def validate_sources(mapping: Mapping[str, Any] | None) -> dict[str, SourceConfi
     if mapping is None:
         return {}
     if not isinstance(mapping, Mapping):
-        raise ConfigError("sources: must be a mapping of source id to source settings",
-                          details={"path": "sources"})
+        raise ConfigError(
+            "sources: must be a mapping of source id to source settings", details={"path": "sources"}
+        )
     return {str(source_id): validate_source(str(source_id), body) for source_id, body in mapping.items()}

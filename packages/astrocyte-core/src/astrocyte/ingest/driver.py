@@ -92,8 +92,9 @@ def load_driver_class(source_type: SourceType, name: str) -> type[Any]:
     cls = load_class(ENTRY_POINT_GROUPS[source_type], name)
     declared = getattr(cls, "source_type", None)
     if declared not in ("stream", "poll"):
-        raise ConfigError(f"driver {name!r} does not declare source_type 'stream' or 'poll'",
-                          code="provider_not_found")
+        raise ConfigError(
+            f"driver {name!r} does not declare source_type 'stream' or 'poll'", code="provider_not_found"
+        )
     if declared != source_type:
         raise ConfigError(f"driver {name!r} is a {declared} driver, not a {source_type} driver")
     if not callable(getattr(cls, "validate_config", None)):

@@ -52,28 +52,62 @@ def ingest_metrics(registry: CollectorRegistry | None = None) -> IngestMetrics:
 
 def _create(registry: CollectorRegistry) -> IngestMetrics:
     return IngestMetrics(
-        messages=_get_or_make(registry, Counter, "astrocyte_ingest_messages",
-                              "Ingested messages by source and sink outcome.", ["source", "outcome"]),
-        restarts=_get_or_make(registry, Counter, "astrocyte_ingest_driver_restarts",
-                              "Driver restarts after a crash.", ["source"]),
-        lag=_get_or_make(registry, Gauge, "astrocyte_ingest_lag",
-                         "Entries behind the transport head, as the driver reports it.", ["source"]),
-        pending=_get_or_make(registry, Gauge, "astrocyte_ingest_pending",
-                             "Entries delivered but not yet acknowledged.", ["source"]),
-        up=_get_or_make(registry, Gauge, "astrocyte_ingest_source_up",
-                        "1 when the source's driver is running, else 0.", ["source"]),
-        batch_seconds=_get_or_make(registry, Histogram, "astrocyte_ingest_batch_seconds",
-                                   "Time the sink took per batch.", ["source"], buckets=BATCH_BUCKETS),
+        messages=_get_or_make(
+            registry,
+            Counter,
+            "astrocyte_ingest_messages",
+            "Ingested messages by source and sink outcome.",
+            ["source", "outcome"],
+        ),
+        restarts=_get_or_make(
+            registry,
+            Counter,
+            "astrocyte_ingest_driver_restarts",
+            "Driver restarts after a crash.",
+            ["source"],
+        ),
+        lag=_get_or_make(
+            registry,
+            Gauge,
+            "astrocyte_ingest_lag",
+            "Entries behind the transport head, as the driver reports it.",
+            ["source"],
+        ),
+        pending=_get_or_make(
+            registry,
+            Gauge,
+            "astrocyte_ingest_pending",
+            "Entries delivered but not yet acknowledged.",
+            ["source"],
+        ),
+        up=_get_or_make(
+            registry,
+            Gauge,
+            "astrocyte_ingest_source_up",
+            "1 when the source's driver is running, else 0.",
+            ["source"],
+        ),
+        batch_seconds=_get_or_make(
+            registry,
+            Histogram,
+            "astrocyte_ingest_batch_seconds",
+            "Time the sink took per batch.",
+            ["source"],
+            buckets=BATCH_BUCKETS,
+        ),
     )
 
 
-def _get_or_make(registry: CollectorRegistry, kind: type, name: str, doc: str, labels: list[str],
-                 **kwargs: object) -> Any:
+def _get_or_make(
+    registry: CollectorRegistry, kind: type, name: str, doc: str, labels: list[str], **kwargs: object
+) -> Any:
     try:
         return kind(name, doc, labels, registry=registry, **kwargs)
     except ValueError:
         # Someone (an older import of this module, a reload in tests) registered it already.
-        existing = registry._names_to_collectors.get(name) or registry._names_to_collectors.get(f"{name}_total")
+        existing = registry._names_to_collectors.get(name) or registry._names_to_collectors.get(
+            f"{name}_total"
+        )
         if existing is None or not isinstance(existing, kind):
             raise
         return existing

@@ -147,25 +147,41 @@ class IngestSink:
         self._observer = observer
 
     @classmethod
-    def for_source(cls, brain: RetainManyTarget, source: SourceConfig, *,
-                   observer: SinkObserver | None = None, max_batch: int = 500) -> IngestSink:
+    def for_source(
+        cls,
+        brain: RetainManyTarget,
+        source: SourceConfig,
+        *,
+        observer: SinkObserver | None = None,
+        max_batch: int = 500,
+    ) -> IngestSink:
         """The sink for one configured source (its principal policy and bank defaults)."""
-        return cls(brain, source_id=source.source_id, policy=source.principal_policy, bank_id=source.bank_id,
-                   bank_template=source.bank_template, observer=observer, max_batch=max_batch)
+        return cls(
+            brain,
+            source_id=source.source_id,
+            policy=source.principal_policy,
+            bank_id=source.bank_id,
+            bank_template=source.bank_template,
+            observer=observer,
+            max_batch=max_batch,
+        )
 
     async def submit(self, batch: Sequence[IngestMessage]) -> list[Outcome]:
         """Retain a batch; one outcome per message, in order. Never raises for a bad message."""
         started = time.perf_counter()
         prepared = self._prepare(batch)
-        await asyncio.gather(*(self._retain_group(ctx, items, prepared.outcomes)
-                               for ctx, items in prepared.groups.items()))
+        await asyncio.gather(
+            *(self._retain_group(ctx, items, prepared.outcomes) for ctx, items in prepared.groups.items())
+        )
         for index, leader in prepared.followers.items():
             prepared.outcomes[index] = _follower_outcome(prepared.outcomes[leader])
         outcomes = [o or Outcome.failed("sink_error", "no outcome") for o in prepared.outcomes]
         for message, outcome in zip(batch, outcomes, strict=True):
             if outcome.status == "rejected":
-                log.info("ingest message rejected", extra={"source_id": self.source_id, "raw_ref": message.raw_ref,
-                                                          "code": outcome.code})
+                log.info(
+                    "ingest message rejected",
+                    extra={"source_id": self.source_id, "raw_ref": message.raw_ref, "code": outcome.code},
+                )
         if self._observer is not None:
             self._observer(outcomes, time.perf_counter() - started)
         return outcomes
@@ -191,8 +207,10 @@ class IngestSink:
             raise ValidationError("the message has no idempotency key", code="idempotency_key_missing")
         bank_id = message.bank_id or self._bank_from_template(message.metadata) or self._bank_id
         if not bank_id:
-            raise ValidationError("the message names no bank and the source has no bank_id or usable "
-                                  "bank_template", code="bank_missing")
+            raise ValidationError(
+                "the message names no bank and the source has no bank_id or usable bank_template",
+                code="bank_missing",
+            )
         return bank_id, self._policy.context_for(message.principal)
 
     def _bank_from_template(self, metadata: Mapping[str, Any]) -> str | None:
@@ -216,10 +234,14 @@ class IngestSink:
             idempotency_key=message.idempotency_key,
         )
 
-    async def _retain_group(self, context: AstrocyteContext, items: list[tuple[int, RetainRequest]],
-                            outcomes: list[Outcome | None]) -> None:
+    async def _retain_group(
+        self,
+        context: AstrocyteContext,
+        items: list[tuple[int, RetainRequest]],
+        outcomes: list[Outcome | None],
+    ) -> None:
         for start in range(0, len(items), self._max_batch):
-            chunk = items[start:start + self._max_batch]
+            chunk = items[start : start + self._max_batch]
             results = await self._retain_chunk(context, [request for _, request in chunk])
             for (index, _), outcome in zip(chunk, results, strict=True):
                 outcomes[index] = outcome
@@ -235,10 +257,14 @@ class IngestSink:
             singles = [await self._retain_chunk(context, [request]) for request in requests]
             return [single[0] for single in singles]
         except Exception as exc:  # unknown failures are transient: retry, never drop
-            log.warning("ingest sink batch failed: %s", type(exc).__name__, extra={"source_id": self.source_id})
+            log.warning(
+                "ingest sink batch failed: %s", type(exc).__name__, extra={"source_id": self.source_id}
+            )
             return [outcome_for_error(exc)] * len(requests)
         if len(results) != len(requests):
-            return [Outcome.failed("sink_error", "retain_many answered the wrong number of results")] * len(requests)
+            return [Outcome.failed("sink_error", "retain_many answered the wrong number of results")] * len(
+                requests
+            )
         return [outcome_for_result(result) for result in results]
 
 

@@ -92,8 +92,10 @@ class IngestHealth:
     sources: dict[str, SourceHealth]
 
     def to_dict(self, *, include_errors: bool = True) -> dict[str, Any]:
-        return {"ready": self.ready,
-                "sources": {k: v.to_dict(include_errors=include_errors) for k, v in self.sources.items()}}
+        return {
+            "ready": self.ready,
+            "sources": {k: v.to_dict(include_errors=include_errors) for k, v in self.sources.items()},
+        }
 
 
 class _SourceRunner:
@@ -156,10 +158,14 @@ class _SourceRunner:
         """Build, start and watch one driver instance; True when it crashed (restart wanted)."""
         self._set_state("starting")
         try:
-            self.driver = self.source.driver_class(self.source.source_id, self.source.driver_config, sink=self.sink)
+            self.driver = self.source.driver_class(
+                self.source.source_id, self.source.driver_config, sink=self.sink
+            )
         except Exception as exc:  # a constructor failure is a crash like any other
             return await self._crashed(f"build: {type(exc).__name__}: {exc}")
-        self._start_task = asyncio.create_task(self.driver.start(), name=f"ingest-start-{self.source.source_id}")
+        self._start_task = asyncio.create_task(
+            self.driver.start(), name=f"ingest-start-{self.source.source_id}"
+        )
         stop_waiter = asyncio.create_task(self._stopping.wait())
         try:
             crash = await self._watch(stop_waiter)
@@ -174,7 +180,9 @@ class _SourceRunner:
         """Poll the running driver until a stop is requested (None) or it crashes (the reason)."""
         started = time.monotonic()
         while not self._stopping.is_set():
-            waiting = {stop_waiter} | ({self._start_task} if self._start_task and not self._start_task.done() else set())
+            waiting = {stop_waiter} | (
+                {self._start_task} if self._start_task and not self._start_task.done() else set()
+            )
             await asyncio.wait(waiting, timeout=self._sup.poll_interval, return_when=asyncio.FIRST_COMPLETED)
             if self._stopping.is_set():
                 return None
@@ -262,7 +270,9 @@ class IngestSupervisor:
         self._runners = {sid: _SourceRunner(brain, source, self) for sid, source in sources.items()}
 
     @classmethod
-    def from_mapping(cls, brain: RetainManyTarget, sources: Mapping[str, Any] | None, **kwargs: Any) -> IngestSupervisor:
+    def from_mapping(
+        cls, brain: RetainManyTarget, sources: Mapping[str, Any] | None, **kwargs: Any
+    ) -> IngestSupervisor:
         """Validate a raw ``sources`` section and build the supervisor for it."""
         return cls(brain, validate_sources(sources), **kwargs)
 

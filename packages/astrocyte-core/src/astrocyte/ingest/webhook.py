@@ -93,22 +93,36 @@ def _invalid(message: str) -> UnauthenticatedError:
 class WebhookVerifier:
     """Checks webhook signatures, timestamps and delivery ids. Thread-unsafe; one per event loop."""
 
-    def __init__(self, secrets: Sequence[str | bytes], *, timestamp_header: str = "X-Astrocyte-Timestamp",
-                 signature_header: str = "X-Astrocyte-Signature", delivery_header: str = "X-Astrocyte-Delivery",
-                 accept_github: bool = True, github_signature_header: str = "X-Hub-Signature-256",
-                 github_delivery_header: str = "X-GitHub-Delivery", replay_window_seconds: float = 300.0,
-                 delivery_cache_size: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        secrets: Sequence[str | bytes],
+        *,
+        timestamp_header: str = "X-Astrocyte-Timestamp",
+        signature_header: str = "X-Astrocyte-Signature",
+        delivery_header: str = "X-Astrocyte-Delivery",
+        accept_github: bool = True,
+        github_signature_header: str = "X-Hub-Signature-256",
+        github_delivery_header: str = "X-GitHub-Delivery",
+        replay_window_seconds: float = 300.0,
+        delivery_cache_size: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.rotate(secrets)
         self._ts_header, self._sig_header = timestamp_header.lower(), signature_header.lower()
         self._delivery_header = delivery_header.lower()
         self._accept_github = accept_github
-        self._gh_sig_header, self._gh_delivery_header = github_signature_header.lower(), github_delivery_header.lower()
+        self._gh_sig_header, self._gh_delivery_header = (
+            github_signature_header.lower(),
+            github_delivery_header.lower(),
+        )
         self._window = replay_window_seconds
         self._seen = _RecentIds(delivery_cache_size)
         self._clock = clock
 
     @classmethod
-    def from_settings(cls, settings: WebhookSettings, *, clock: Callable[[], float] = time.time) -> WebhookVerifier:
+    def from_settings(
+        cls, settings: WebhookSettings, *, clock: Callable[[], float] = time.time
+    ) -> WebhookVerifier:
         fields = settings.model_dump(exclude={"secrets"})
         return cls([s.get_secret_value() for s in settings.secrets], clock=clock, **fields)
 
@@ -145,8 +159,10 @@ class WebhookVerifier:
         self._check_signature(headers[self._sig_header], raw_ts.encode() + b"." + body)
         timestamp = float(raw_ts)
         if abs(self._clock() - timestamp) > self._window:
-            raise UnauthenticatedError("the webhook timestamp is outside the replay window; check the "
-                                       "sender's clock", code="webhook_timestamp_stale")
+            raise UnauthenticatedError(
+                "the webhook timestamp is outside the replay window; check the sender's clock",
+                code="webhook_timestamp_stale",
+            )
         delivery_id = headers.get(self._delivery_header) or None
         key = delivery_id or "sha256:" + hashlib.sha256(raw_ts.encode() + b"." + body).hexdigest()
         return VerifiedDelivery("timestamp", delivery_id, key, timestamp)
@@ -155,8 +171,10 @@ class WebhookVerifier:
         self._check_signature(headers[self._gh_sig_header], body, require_prefix=True)
         delivery_id = headers.get(self._gh_delivery_header) or None
         if delivery_id is None:
-            raise UnauthenticatedError("a GitHub-style signature needs the delivery id header for replay "
-                                       "protection", code="webhook_delivery_missing")
+            raise UnauthenticatedError(
+                "a GitHub-style signature needs the delivery id header for replay protection",
+                code="webhook_delivery_missing",
+            )
         return VerifiedDelivery("github", delivery_id, delivery_id, None)
 
     def _check_signature(self, header_value: str, signed: bytes, *, require_prefix: bool = False) -> None:
@@ -164,7 +182,7 @@ class WebhookVerifier:
         for part in header_value.split(","):
             part = part.strip().lower()
             if part.startswith("sha256="):
-                part = part[len("sha256="):]
+                part = part[len("sha256=") :]
             elif require_prefix:
                 continue
             if _HEX.match(part):
@@ -246,5 +264,7 @@ class WebhookDriver:
                 raw_ref=f"{self.source_id}:{delivery.delivery_id or delivery.idempotency_key}",
             )
         except (ValueError, TypeError, KeyError) as exc:
-            raise ValidationError(f"the webhook body is not a valid message: {type(exc).__name__}",
-                                  code="webhook_payload_invalid") from exc
+            raise ValidationError(
+                f"the webhook body is not a valid message: {type(exc).__name__}",
+                code="webhook_payload_invalid",
+            ) from exc

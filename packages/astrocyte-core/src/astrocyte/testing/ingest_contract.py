@@ -1,0 +1,545 @@
+"""The ingest driver contract kit: every driver package must pass it.
+
+A driver package implements :class:`IngestHarness` (publish to the transport, build a driver on it,
+read its dead-letter destination, break and restore the transport) and runs the checks, either
+all at once::
+
+    await run_ingest_contract(MyHarness())
+
+or as pytest tests, by subclassing :class:`IngestDriverContract` and providing a ``harness``
+fixture. The checks use an in-memory :class:`ContractSink` that behaves like the real sink (it
+deduplicates on ``(bank, idempotency key)``, rejects a message with no bank, and rejects any message
+whose content starts with :data:`REJECT_PREFIX`). Messages are identified by their content, so a
+driver may derive idempotency keys from transport positions. Every check is bounded in time and
+raises :class:`ContractViolation` (an ``AssertionError``) saying what the driver did wrong.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from astrocyte.ingest.driver import Driver
+from astrocyte.ingest.sink import IngestMessage, Outcome, Sink
+
+REJECT_PREFIX = "contract-reject:"
+POISON_KINDS: tuple[str, ...] = ("undecodable", "bad_json", "missing_bank")
+STOP_GRACE_SECONDS = 2.0
+
+
+class ContractViolation(AssertionError):
+    """The driver broke the ingest contract."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContractMessage:
+    """A valid message the harness encodes in its transport's usual form."""
+
+    content: str
+    bank_id: str = "contract-bank"
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSettings:
+    """Bounds of the checks. ``timeout``: the most one check may take."""
+
+    timeout: float = 30.0
+    messages: int = 60
+    failure_seconds: float = 1.5
+    max_calls_while_failing: int = 300  # a driver without backoff makes thousands
+    stop_deadline: float = 5.0
+    sink_latency: float = 0.3
+
+
+class IngestHarness(abc.ABC):
+    """What a driver package provides so the kit can drive its transport.
+
+    ``setup`` gives each check a fresh transport namespace (new stream/topic, new consumer group);
+    ``build_driver`` returns a *new* driver instance on that namespace each call (a restart), with
+    no default bank configured (so a message without a bank is rejected by the sink).
+    """
+
+    poison_kinds: ClassVar[tuple[str, ...]] = POISON_KINDS
+
+    async def setup(self) -> None:  # noqa: B027 - optional hook
+        """Prepare a fresh namespace; called before each check."""
+
+    async def teardown(self) -> None:  # noqa: B027 - optional hook
+        """Release what ``setup`` made; called after each check, also when it failed."""
+
+    @abc.abstractmethod
+    def build_driver(self, sink: Sink) -> Driver:
+        """A new driver instance reading the current namespace and writing into ``sink``."""
+
+    @abc.abstractmethod
+    async def publish(self, messages: Sequence[ContractMessage]) -> list[str]:
+        """Publish valid messages; return each one's transport reference (as dead letters report it)."""
+
+    @abc.abstractmethod
+    async def publish_poison(self, kind: str) -> str:
+        """Publish one poison entry of ``kind`` (see :data:`POISON_KINDS`): ``undecodable`` (not
+        UTF-8), ``bad_json`` (the payload does not parse), ``missing_bank`` (well-formed, no bank).
+        Return its transport reference."""
+
+    @abc.abstractmethod
+    async def dead_letter_refs(self) -> list[str]:
+        """The transport references of every dead-letter entry, one per entry (repeats kept)."""
+
+    @abc.abstractmethod
+    async def break_transport(self) -> None:
+        """Make the transport unreachable for the driver (stop the server, block the port, ...)."""
+
+    @abc.abstractmethod
+    async def restore_transport(self) -> None:
+        """Undo :meth:`break_transport`."""
+
+
+class ContractSink:
+    """An in-memory sink with the real sink's semantics, recording everything."""
+
+    def __init__(self, *, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.memories: dict[tuple[str, str], IngestMessage] = {}
+        self.stored_contents: Counter[str] = Counter()
+        self.duplicate_contents: Counter[str] = Counter()
+        self.keys_by_content: dict[str, set[str]] = {}
+        self.started = self.finished = self.cancelled = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.started - self.finished - self.cancelled
+
+    async def submit(self, batch: Sequence[IngestMessage]) -> list[Outcome]:
+        self.started += 1
+        try:
+            await self.gate.wait()
+            if self.latency:
+                await asyncio.sleep(self.latency)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        outcomes = [self._apply(message) for message in batch]
+        self.finished += 1
+        return outcomes
+
+    def _apply(self, message: IngestMessage) -> Outcome:
+        if not message.bank_id:
+            return Outcome.rejected("bank_missing", "no bank")
+        if message.content.startswith(REJECT_PREFIX):
+            return Outcome.rejected("contract_rejected", "rejected by the contract sink")
+        key = (message.bank_id, message.idempotency_key)
+        self.keys_by_content.setdefault(message.content, set()).add(message.idempotency_key)
+        if key in self.memories:
+            self.duplicate_contents[message.content] += 1
+            return Outcome("duplicate", memory_id=str(key))
+        self.memories[key] = message
+        self.stored_contents[message.content] += 1
+        return Outcome("stored", memory_id=str(key))
+
+
+class FlakySink:
+    """Wraps a sink and answers ``failed`` (transient) for whole batches while failing: for the
+    first ``fail_first`` calls, and/or for ``fail_for_seconds`` after the first call."""
+
+    def __init__(
+        self,
+        inner: Sink,
+        *,
+        fail_first: int = 0,
+        fail_for_seconds: float = 0.0,
+        code: str = "provider_unavailable",
+    ) -> None:
+        self.inner = inner
+        self._fail_first = fail_first
+        self._fail_for = fail_for_seconds
+        self._code = code
+        self._first_call: float | None = None
+        self.calls = 0
+        self.failed_calls = 0
+
+    def failing(self) -> bool:
+        now = time.monotonic()
+        if self._first_call is None:
+            self._first_call = now
+        return self.calls <= self._fail_first or now - self._first_call < self._fail_for
+
+    async def submit(self, batch: Sequence[IngestMessage]) -> list[Outcome]:
+        self.calls += 1
+        if self.failing():
+            self.failed_calls += 1
+            return [Outcome.failed(self._code, "flaky sink: try again later")] * len(batch)
+        return await self.inner.submit(batch)
+
+
+class _Run:
+    """A started driver whose start task is watched, so a crash fails the check at once."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.task: asyncio.Task[None] = asyncio.create_task(driver.start())
+
+    def raise_if_crashed(self) -> None:
+        if self.task.done() and not self.task.cancelled() and self.task.exception() is not None:
+            raise ContractViolation(f"start() raised {self.task.exception()!r}")
+
+    async def stop(self, deadline: float) -> float:
+        """Stop within the deadline (plus grace); returns how long stop() took."""
+        began = time.monotonic()
+        try:
+            await asyncio.wait_for(self.driver.stop(deadline), timeout=deadline + STOP_GRACE_SECONDS)
+        except TimeoutError:
+            raise ContractViolation(f"stop({deadline}) did not return within its deadline") from None
+        took = time.monotonic() - began
+        done, _ = await asyncio.wait({self.task}, timeout=STOP_GRACE_SECONDS)
+        if not done:
+            self.task.cancel()
+            raise ContractViolation("start() kept running after stop() returned")
+        self.raise_if_crashed()
+        return took
+
+
+async def _wait_until(
+    what: str, predicate: Callable[[], Awaitable[bool] | bool], *, within: float, runs: Sequence[_Run] = ()
+) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        for run in runs:
+            run.raise_if_crashed()
+        result = predicate()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise ContractViolation(f"timed out after {within:.1f}s waiting for: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def _wait_all_stored(
+    what: str, sink: ContractSink, messages: Sequence[ContractMessage], *, within: float, runs: Sequence[_Run]
+) -> None:
+    try:
+        await _wait_until(
+            what, lambda: all(sink.stored_contents[m.content] for m in messages), within=within, runs=runs
+        )
+    except ContractViolation as exc:
+        lost = sum(1 for m in messages if not sink.stored_contents[m.content])
+        raise ContractViolation(
+            f"{exc}: {lost} of {len(messages)} messages were lost (acknowledged before "
+            "the sink stored them, or never read)"
+        ) from None
+
+
+def _unique(label: str, count: int) -> list[ContractMessage]:
+    run = uuid.uuid4().hex[:8]
+    return [
+        ContractMessage(f"{label}-{run}-{i}", tags=("contract", "even") if i % 2 == 0 else ())
+        for i in range(count)
+    ]
+
+
+def _assert_once(sink: ContractSink, messages: Sequence[ContractMessage], when: str) -> None:
+    missing = [m.content for m in messages if sink.stored_contents[m.content] == 0]
+    if missing:
+        raise ContractViolation(
+            f"{when}: {len(missing)} of {len(messages)} messages were lost "
+            f"(e.g. {missing[0]!r}); was an entry acknowledged before the sink stored it?"
+        )
+    twice = [c for c, n in sink.stored_contents.items() if n > 1]
+    if twice:
+        raise ContractViolation(f"{when}: {len(twice)} messages were stored more than once")
+    unstable = [c for c, keys in sink.keys_by_content.items() if len(keys) > 1]
+    if unstable:
+        raise ContractViolation(
+            f"{when}: a redelivered message got a different idempotency key "
+            f"({unstable[0]!r}); keys must be stable across deliveries"
+        )
+    expected = {m.content: m for m in messages}
+    for (bank, _), stored in sink.memories.items():
+        want = expected.get(stored.content)
+        if want is not None and (bank != want.bank_id or tuple(stored.tags) != want.tags):
+            raise ContractViolation(
+                f"{when}: {stored.content!r} arrived with bank {bank!r} and tags "
+                f"{list(stored.tags)}, published with {want.bank_id!r} and {list(want.tags)}"
+            )
+
+
+# -- the checks ----------------------------------------------------------------------------------
+
+
+async def check_exactly_once_across_restart(harness: IngestHarness, settings: ContractSettings) -> None:
+    """Publish half, stop the driver mid-way, publish the rest while it is down, start a new
+    instance: every message is stored exactly once."""
+    sink = ContractSink(latency=0.01)
+    messages = _unique("restart", settings.messages)
+    half = len(messages) // 2
+    first = _Run(harness.build_driver(sink))
+    await harness.publish(messages[:half])
+    await _wait_until(
+        "the first driver to store a quarter of the messages",
+        lambda: sum(sink.stored_contents.values()) >= half // 2,
+        within=settings.timeout,
+        runs=[first],
+    )
+    await first.stop(settings.stop_deadline)
+    await harness.publish(messages[half:])
+    second = _Run(harness.build_driver(sink))
+    await _wait_all_stored(
+        "the restarted driver to store every message",
+        sink,
+        messages,
+        within=settings.timeout,
+        runs=[second],
+    )
+    await second.stop(settings.stop_deadline)
+    _assert_once(sink, messages, "across a restart")
+
+
+async def check_poison_dead_lettered(harness: IngestHarness, settings: ContractSettings) -> None:
+    """Poison entries and sink rejections go to the dead-letter destination, exactly once each,
+    and do not stall the messages behind them."""
+    sink = ContractSink()
+    run = _Run(harness.build_driver(sink))
+    before = _unique("before-poison", 2)
+    after = _unique("after-poison", 2)
+    await harness.publish(before)
+    expected = {kind: await harness.publish_poison(kind) for kind in harness.poison_kinds}
+    [expected["rejected_by_sink"]] = await harness.publish(
+        [ContractMessage(f"{REJECT_PREFIX}{uuid.uuid4().hex}")]
+    )
+    await harness.publish(after)
+
+    async def all_dead_lettered() -> bool:
+        return set(expected.values()) <= set(await harness.dead_letter_refs())
+
+    try:
+        await _wait_until(
+            "messages behind the poison to be stored",
+            lambda: all(sink.stored_contents[m.content] for m in before + after),
+            within=settings.timeout,
+            runs=[run],
+        )
+        await _wait_until(
+            "every poison entry in the dead-letter destination",
+            all_dead_lettered,
+            within=settings.timeout,
+            runs=[run],
+        )
+    except ContractViolation as exc:
+        present = set(await harness.dead_letter_refs())
+        lost = sorted(kind for kind, ref in expected.items() if ref not in present)
+        raise ContractViolation(f"{exc}; not dead-lettered: {', '.join(lost) or 'none'}") from None
+    await asyncio.sleep(0.3)  # give a driver that dead-letters twice the chance to show it
+    await run.stop(settings.stop_deadline)
+    counts = Counter(await harness.dead_letter_refs())
+    repeated = sorted(kind for kind, ref in expected.items() if counts[ref] != 1)
+    if repeated:
+        raise ContractViolation(f"dead-lettered more than once: {', '.join(repeated)}")
+    _assert_once(sink, before + after, "around poison messages")
+
+
+async def check_backpressure(harness: IngestHarness, settings: ContractSettings) -> None:
+    """A sink that fails transiently slows the driver down; nothing is lost or acknowledged early."""
+    inner = ContractSink()
+    flaky = FlakySink(inner, fail_for_seconds=settings.failure_seconds)
+    messages = _unique("backpressure", settings.messages)
+    run = _Run(harness.build_driver(flaky))
+    await harness.publish(messages)
+    await _wait_all_stored(
+        "every message stored after the sink recovered",
+        inner,
+        messages,
+        within=settings.timeout + settings.failure_seconds,
+        runs=[run],
+    )
+    await run.stop(settings.stop_deadline)
+    if flaky.failed_calls == 0:
+        raise ContractViolation(
+            "the driver never called the sink while it was failing; the check proved nothing"
+        )
+    if flaky.failed_calls > settings.max_calls_while_failing:
+        raise ContractViolation(
+            f"{flaky.failed_calls} sink calls in {settings.failure_seconds}s of failure: "
+            "the driver retries without backing off"
+        )
+    _assert_once(inner, messages, "after transient sink failures")
+
+
+async def check_stop_drains(harness: IngestHarness, settings: ContractSettings) -> None:
+    """stop() lets an in-flight batch finish and acknowledges it; a batch that cannot finish
+    within the deadline is abandoned unacknowledged (redelivered later, never lost)."""
+    sink = ContractSink(latency=settings.sink_latency)
+    messages = _unique("drain", 10)
+    run = _Run(harness.build_driver(sink))
+    await harness.publish(messages)
+    await _wait_until(
+        "a batch to reach the sink", lambda: sink.started >= 1, within=settings.timeout, runs=[run]
+    )
+    await run.stop(settings.stop_deadline)
+    if sink.cancelled or sink.in_flight:
+        raise ContractViolation("stop() returned while a batch was still in the sink (it did not drain)")
+    drained = {c for c, n in sink.stored_contents.items() if n}
+    sink.latency = 0.0
+    again = _Run(harness.build_driver(sink))
+    await _wait_all_stored(
+        "the restarted driver to store the rest",
+        sink,
+        messages,
+        within=settings.timeout,
+        runs=[again],
+    )
+    await asyncio.sleep(0.3)
+    await again.stop(settings.stop_deadline)
+    redelivered = [c for c in drained if sink.duplicate_contents[c]]
+    if redelivered:
+        raise ContractViolation(
+            f"{len(redelivered)} messages stored before stop() were redelivered: the "
+            "drained batch was not acknowledged"
+        )
+    _assert_once(sink, messages, "after a draining stop")
+    await _check_stop_deadline(harness, settings)
+
+
+async def _check_stop_deadline(harness: IngestHarness, settings: ContractSettings) -> None:
+    sink = ContractSink()
+    sink.gate.clear()  # the sink never answers until we say so
+    messages = _unique("deadline", 5)
+    run = _Run(harness.build_driver(sink))
+    await harness.publish(messages)
+    await _wait_until(
+        "a batch to reach the blocked sink", lambda: sink.started >= 1, within=settings.timeout, runs=[run]
+    )
+    deadline = 0.5
+    took = await run.stop(deadline)
+    if took > deadline + STOP_GRACE_SECONDS:
+        raise ContractViolation(f"stop({deadline}) took {took:.1f}s with a blocked sink")
+    sink.gate.set()
+    again = _Run(harness.build_driver(sink))
+    await _wait_all_stored(
+        "messages abandoned at the deadline to be redelivered",
+        sink,
+        messages,
+        within=settings.timeout,
+        runs=[again],
+    )
+    await again.stop(settings.stop_deadline)
+    _assert_once(sink, messages, "after a stop that hit its deadline")
+
+
+async def check_health_states(harness: IngestHarness, settings: ContractSettings) -> None:
+    """running -> degraded while the transport is broken -> running after it is restored."""
+    sink = ContractSink()
+    run = _Run(harness.build_driver(sink))
+
+    def state_is(wanted: str) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            state = (await run.driver.health()).state
+            if state == "failed":
+                raise ContractViolation(
+                    "health() says failed while the transport is only unreachable; "
+                    "report degraded and reconnect"
+                )
+            return state == wanted
+
+        return probe
+
+    await _wait_until("health running", state_is("running"), within=settings.timeout, runs=[run])
+    await harness.break_transport()
+    try:
+        await _wait_until(
+            "health degraded after the transport broke",
+            state_is("degraded"),
+            within=settings.timeout,
+            runs=[run],
+        )
+    finally:
+        await harness.restore_transport()
+    await _wait_until(
+        "health running after the transport came back",
+        state_is("running"),
+        within=settings.timeout,
+        runs=[run],
+    )
+    messages = _unique("after-outage", 3)
+    await harness.publish(messages)
+    await _wait_all_stored(
+        "messages published after the outage stored",
+        sink,
+        messages,
+        within=settings.timeout,
+        runs=[run],
+    )
+    await run.stop(settings.stop_deadline)
+    final = (await run.driver.health()).state
+    if final != "stopped":
+        raise ContractViolation(f"health() says {final!r} after stop(); expected 'stopped'")
+
+
+CHECKS: dict[str, Callable[[IngestHarness, ContractSettings], Awaitable[None]]] = {
+    "exactly_once_across_restart": check_exactly_once_across_restart,
+    "poison_dead_lettered": check_poison_dead_lettered,
+    "backpressure": check_backpressure,
+    "stop_drains": check_stop_drains,
+    "health_states": check_health_states,
+}
+
+
+async def run_check(harness: IngestHarness, name: str, settings: ContractSettings | None = None) -> None:
+    """Run one check (by name in :data:`CHECKS`) between ``setup`` and ``teardown``, bounded in time."""
+    settings = settings or ContractSettings()
+    await harness.setup()
+    try:
+        async with asyncio.timeout(settings.timeout * 4):
+            await CHECKS[name](harness, settings)
+    except TimeoutError:
+        raise ContractViolation(f"{name}: did not finish within {settings.timeout * 4:.0f}s") from None
+    except ContractViolation as exc:
+        raise ContractViolation(f"{name}: {exc}") from None
+    finally:
+        await harness.teardown()
+
+
+async def run_ingest_contract(
+    harness: IngestHarness, settings: ContractSettings | None = None, checks: Sequence[str] | None = None
+) -> None:
+    """Run every check (or the named ones); raises one :class:`ContractViolation` listing all failures."""
+    failures: list[str] = []
+    for name in checks or CHECKS:
+        try:
+            await run_check(harness, name, settings)
+        except ContractViolation as exc:
+            failures.append(str(exc))
+    if failures:
+        raise ContractViolation("ingest driver contract failed:\n- " + "\n- ".join(failures))
+
+
+class IngestDriverContract:
+    """pytest mixin: subclass it in a driver package's tests and define a ``harness`` fixture
+    returning an :class:`IngestHarness`; override ``contract_settings`` to loosen bounds."""
+
+    contract_settings: ClassVar[ContractSettings] = ContractSettings()
+
+    async def test_exactly_once_across_restart(self, harness: IngestHarness) -> None:
+        await run_check(harness, "exactly_once_across_restart", self.contract_settings)
+
+    async def test_poison_dead_lettered(self, harness: IngestHarness) -> None:
+        await run_check(harness, "poison_dead_lettered", self.contract_settings)
+
+    async def test_backpressure(self, harness: IngestHarness) -> None:
+        await run_check(harness, "backpressure", self.contract_settings)
+
+    async def test_stop_drains(self, harness: IngestHarness) -> None:
+        await run_check(harness, "stop_drains", self.contract_settings)
+
+    async def test_health_states(self, harness: IngestHarness) -> None:
+        await run_check(harness, "health_states", self.contract_settings)
