@@ -21,11 +21,10 @@ import asyncpg
 import numpy as np
 from pgvector.asyncpg import register_vector
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic import ValidationError as PydanticValidationError
 
+from astrocyte.config import validate_model
 from astrocyte.errors import (
     AstrocyteError,
-    ConfigError,
     ConflictError,
     NotFoundError,
     ProviderUnavailableError,
@@ -54,6 +53,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 _INSERT_ATTEMPTS = 3
 _MAX_QUERY_WORDS = 64
+# Matches ranked per keyword-search stage; bounds the cost of queries made of very common words.
+_KEYWORD_CANDIDATES = 500
 _HIT_COLUMNS = (
     "n.bank_id, n.memory_id, n.chunk_index, n.text, n.score, m.tags, m.metadata, "
     "m.occurred_at, m.retained_at, m.source"
@@ -84,13 +85,7 @@ class PostgresStoreConfig(BaseModel):
 
 def parse_config(mapping: Mapping[str, Any]) -> PostgresStoreConfig:
     """Validate ``store_config``; errors name the key and never echo values (the DSN holds secrets)."""
-    try:
-        return PostgresStoreConfig.model_validate(dict(mapping))
-    except PydanticValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(config)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid postgres store_config: {problems}", code="config_invalid") from None
+    return validate_model(PostgresStoreConfig, mapping)
 
 
 def redact_dsn(dsn: str) -> str:
@@ -356,22 +351,20 @@ class PostgresStore:
     async def keyword_search(
         self, bank_ids: Sequence[str], query: str, k: int, filters: SearchFilters
     ) -> list[StoredHit]:
-        """Up to ``k`` chunks matching any query word (stemmed), ranked by ``ts_rank_cd``."""
+        """Up to ``k`` chunks by full-text relevance, best first.
+
+        Chunks containing every query word (after stemming and stop words) rank first, scored
+        ``1 + r``; when there are fewer than ``k`` of them, chunks containing any word follow,
+        scored ``r`` (``r`` is ``ts_rank_cd`` normalised into [0, 1)). Each stage ranks at most
+        ``_KEYWORD_CANDIDATES`` matches, so a query of very common words costs the same as any other.
+        """
         words = _query_words(query)
         if k <= 0 or not bank_ids or not words:
             return []
-        where, args = _filter_sql("c", bank_ids, filters, [" or ".join(words), k])
-        sql = (
-            "WITH n AS MATERIALIZED (SELECT c.bank_id, c.memory_id, c.chunk_index, c.text, "
-            "ts_rank_cd(c.tsv, q.query) AS score "
-            f"FROM websearch_to_tsquery('{schema_mod.TEXT_SEARCH_CONFIG}', $1) AS q(query), chunks c "
-            f"WHERE c.tsv @@ q.query AND {where} "
-            "ORDER BY score DESC, c.bank_id, c.memory_id, c.chunk_index LIMIT $2) "
-            f"SELECT {_HIT_COLUMNS} FROM n JOIN memories m USING (bank_id, memory_id) "
-            "ORDER BY n.score DESC, n.bank_id, n.memory_id, n.chunk_index"
-        )
+        cap = max(_KEYWORD_CANDIDATES, k)
+        where, args = _filter_sql("c", bank_ids, filters, [" ".join(words), " or ".join(words), k, cap])
         async with self._connection() as conn:
-            rows = await conn.fetch(sql, *args)
+            rows = await conn.fetch(_keyword_sql(where), *args)
         return [_hit(row) for row in rows]
 
     async def count(self, bank_ids: Sequence[str], filters: SearchFilters) -> int:
@@ -505,6 +498,30 @@ def _hit(row: asyncpg.Record) -> StoredHit:
         retained_at=row["retained_at"],
         source=row["source"],
     )
+
+
+def _keyword_sql(where: str) -> str:
+    """Parameters: $1 words (AND), $2 words joined by ``or``, $3 k, $4 candidates per stage, then
+    the filter parameters used by ``where``."""
+    # The tsqueries stay inline (not in a CTE) so the planner sees them as constants and can use
+    # the column statistics: common words then scan until the LIMIT, rare ones use the GIN index.
+    every = f"websearch_to_tsquery('{schema_mod.TEXT_SEARCH_CONFIG}', $1)"
+    some = f"websearch_to_tsquery('{schema_mod.TEXT_SEARCH_CONFIG}', $2)"
+    return f"""
+WITH strict AS MATERIALIZED (
+    SELECT c.bank_id, c.memory_id, c.chunk_index, c.text, c.tsv, 1 AS stage FROM chunks c
+    WHERE c.tsv @@ {every} AND {where} LIMIT $4),
+loose AS MATERIALIZED (
+    SELECT c.bank_id, c.memory_id, c.chunk_index, c.text, c.tsv, 0 AS stage FROM chunks c
+    WHERE (SELECT count(*) FROM strict) < $3 AND c.tsv @@ {some} AND NOT c.tsv @@ {every} AND {where}
+    LIMIT $4),
+n AS MATERIALIZED (
+    SELECT x.bank_id, x.memory_id, x.chunk_index, x.text, x.stage + ts_rank_cd(x.tsv, {some}, 32) AS score
+    FROM (SELECT * FROM strict UNION ALL SELECT * FROM loose) AS x
+    ORDER BY score DESC, x.bank_id, x.memory_id, x.chunk_index LIMIT $3)
+SELECT {_HIT_COLUMNS} FROM n JOIN memories m USING (bank_id, memory_id)
+ORDER BY n.score DESC, n.bank_id, n.memory_id, n.chunk_index
+"""
 
 
 _INSERT_MEMORIES = """
