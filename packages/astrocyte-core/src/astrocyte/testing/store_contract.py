@@ -52,6 +52,7 @@ Behaviour the kit pins down beyond the protocol's docstrings:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import math
 import random
@@ -196,6 +197,10 @@ async def _insert_one(store: Store, record: MemoryRecord) -> str:
 
 class StoreContract:
     """Behaviour every store must show. Subclass it and override :meth:`store`."""
+
+    # Lets the checks run under pytest-asyncio's strict mode too (the fixture must then be
+    # declared with ``pytest_asyncio.fixture``).
+    pytestmark = [pytest.mark.asyncio]
 
     @pytest.fixture
     async def store(self) -> AsyncIterator[Store]:
@@ -488,6 +493,29 @@ class StoreContract:
                 f"score {hit.score} for a vector at {angle} degrees, expected cosine {expected:.4f}"
             )
 
+    async def test_vector_search_with_a_wrong_sized_query_raises_validation_error(self, store: Store) -> None:
+        bank = unique_bank("dimquery")
+        await store.insert([make_record(bank, "sets the dimension")])
+        with pytest.raises(ValidationError) as caught:
+            await store.vector_search([bank], unit_vector("q", CONTRACT_DIMENSIONS + 1), 5, NO_FILTERS)
+        assert caught.value.code == "embedding_dimension_mismatch"
+
+    async def test_vector_scores_stay_finite_for_a_zero_vector(self, store: Store) -> None:
+        # Embedders should never produce one, but a NaN score would poison fusion and JSON output.
+        bank = unique_bank("zero")
+        zero = np.zeros(CONTRACT_DIMENSIONS, dtype=np.float32)
+        record = make_record(bank, "zero", embedding=angled_vector(0))
+        stored_zero = dataclasses.replace(record.chunks[0], embedding=zero)
+        await store.insert(
+            [record, dataclasses.replace(record, memory_id=record.memory_id + "z", chunks=(stored_zero,))]
+        )
+        for query in (zero, angled_vector(0)):
+            hits = await store.vector_search([bank], query, 5, NO_FILTERS)
+            scores = [h.score for h in hits]
+            assert all(
+                math.isfinite(x) and -1 - SCORE_TOLERANCE <= x <= 1 + SCORE_TOLERANCE for x in scores
+            ), f"scores {scores} are not finite cosine similarities"
+
     async def test_search_returns_at_most_k_hits(self, store: Store) -> None:
         bank = unique_bank("k")
         await store.insert([make_record(bank, f"lemur number {i}") for i in range(12)])
@@ -757,9 +785,9 @@ class StoreContract:
 
     async def test_lease_expires_after_its_ttl(self, store: Store) -> None:
         name = unique_bank("expiry")
-        assert await store.try_lease(name, "a", 0.5)
-        assert await store.try_lease(name, "b", 0.5) is False
-        await asyncio.sleep(1.2)
+        assert await store.try_lease(name, "a", 1.0)
+        assert await store.try_lease(name, "b", 1.0) is False
+        await asyncio.sleep(1.6)
         assert await store.try_lease(name, "b", 30) is True
         assert await store.try_lease(name, "a", 30) is False
 
