@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from astrocyte.config import DEFAULT_SQLITE_PATH, AstrocyteConfig, load_config, parse_config
+from astrocyte.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_SQLITE_PATH,
+    AstrocyteConfig,
+    load_config,
+    parse_config,
+)
 from astrocyte.errors import ConfigError
 from astrocyte.policy.config import PolicyConfig
 
@@ -17,7 +23,6 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_no_config_at_all_means_sqlite_and_hashing() -> None:
-    pytest.importorskip("astrocyte.stores.sqlite")
     config = parse_config({})
     assert config.store == "sqlite"
     assert config.store_config == {"path": DEFAULT_SQLITE_PATH}
@@ -27,7 +32,6 @@ def test_no_config_at_all_means_sqlite_and_hashing() -> None:
 
 
 def test_an_empty_file_means_the_defaults(tmp_path: Path) -> None:
-    pytest.importorskip("astrocyte.stores.sqlite")
     assert load_config(write(tmp_path, "")).store == "sqlite"
 
 
@@ -153,7 +157,5 @@ def test_secrets_do_not_appear_in_the_config_repr() -> None:
 
 
 def test_the_shipped_example_config_is_valid() -> None:
-    pytest.importorskip("astrocyte.stores.sqlite")
-    example = Path(__import__("astrocyte").__file__).parent / "examples" / "astrocyte.yaml"
-    config = load_config(example)
+    config = load_config(DEFAULT_CONFIG_PATH)
     assert config.store == "sqlite" and config.embedder == "hashing"

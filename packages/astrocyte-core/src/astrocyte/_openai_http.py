@@ -95,11 +95,10 @@ class OpenAIHTTPClient:
                 if response.status_code != 429 and response.status_code < 500:
                     raise self._client_error(response)
                 problem = f"HTTP {response.status_code}"
-                delay = _retry_after(response)
-                if delay is not None and delay > s.max_retry_after:
-                    raise self._unavailable(f"{problem}, asked to retry after {delay:g}s", retry_after=delay)
-                if delay is None:
-                    delay = self._backoff(attempt)
+                asked = _retry_after(response)
+                if asked is not None and asked > s.max_retry_after:
+                    raise self._unavailable(f"{problem}, asked to retry after {asked:g}s", retry_after=asked)
+                delay = self._backoff(attempt) if asked is None else asked
             if attempt < s.max_retries:
                 logger.warning(
                     "%s %s: %s; retry %d in %.2fs", self._component, path, problem, attempt + 1, delay

@@ -208,8 +208,9 @@ class Astrocyte:
                 outcomes[position] = exc
         ready = await self._charge_retains(ready, context, outcomes)
         if ready:
+            written: list[RetainResult | AstrocyteError]
             try:
-                written = await self._write([item for _, item in ready])
+                written = list(await self._write([item for _, item in ready]))
             except AstrocyteError as exc:
                 written = [exc] * len(ready)
             for (position, _), outcome in zip(ready, written, strict=True):

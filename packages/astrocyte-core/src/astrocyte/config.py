@@ -30,6 +30,7 @@ from astrocyte.policy.config import PolicyConfig
 from astrocyte.providers import EMBEDDERS, LLMS, STORES, load_class
 
 __all__ = [
+    "DEFAULT_CONFIG_PATH",
     "AstrocyteConfig",
     "ChunkingConfig",
     "RecallConfig",
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 DEFAULT_SQLITE_PATH = "./data/astrocyte.db"
+#: The shipped embedded default (SQLite + hashing), for processes started without a config file.
+DEFAULT_CONFIG_PATH = Path(__file__).parent / "examples" / "astrocyte.yaml"
 _POLICY_KEYS = tuple(PolicyConfig.model_fields)
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ISSUE_LINE = re.compile(r"^[A-Za-z_][\w.\[\]-]*: ")

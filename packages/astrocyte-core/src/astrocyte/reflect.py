@@ -49,10 +49,9 @@ def build_prompt(query: str, hits: Sequence[MemoryHit], authority_context: str |
     """The ``(system, user)`` messages for the LLM."""
     lines = []
     for hit in hits:
-        when = (
-            (hit.occurred_at or hit.retained_at).isoformat() if (hit.occurred_at or hit.retained_at) else "?"
-        )
-        tier = f" tier={hit.authority_tier}" if hit.authority_tier else ""
+        moment = hit.occurred_at or hit.retained_at
+        when = moment.isoformat() if moment is not None else "unknown"
+        tier = f' tier="{hit.authority_tier}"' if hit.authority_tier else ""
         text = hit.text.replace("</memory>", "</ memory>")  # memories cannot close the block early
         lines.append(f'<memory id="{hit.memory_id}" bank="{hit.bank_id}"{tier} date="{when}">{text}</memory>')
     parts = []
