@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -486,12 +487,14 @@ def _query_words(query: str) -> list[str]:
 
 def _hit(row: asyncpg.Record) -> StoredHit:
     metadata = row["metadata"]
+    score = float(row["score"])
     return StoredHit(
         memory_id=row["memory_id"],
         bank_id=row["bank_id"],
         chunk_index=row["chunk_index"],
         text=row["text"],
-        score=float(row["score"]),
+        # pgvector's cosine distance to a zero vector is NaN; such a vector is similar to nothing.
+        score=score if math.isfinite(score) else 0.0,
         tags=tuple(row["tags"]),
         metadata=dict(metadata) if isinstance(metadata, dict) else {},
         occurred_at=row["occurred_at"],
