@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from astrocyte.errors import ValidationError
 from astrocyte.types import AstrocyteContext
@@ -65,6 +66,7 @@ def validate_principal_pattern(pattern: str) -> None:
         )
 
 
+@lru_cache(maxsize=4096)  # contexts are frozen; this runs on every call
 def context_principals(context: AstrocyteContext | None) -> tuple[str | None, str | None]:
     """Return the validated ``(principal, acting_for)`` of a context (either may be ``None``)."""
     if context is None:
