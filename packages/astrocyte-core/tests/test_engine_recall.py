@@ -86,8 +86,21 @@ async def test_token_budget_truncates_and_says_so(brain: Astrocyte) -> None:
 async def test_trace_reports_arms_and_timings(brain: Astrocyte) -> None:
     await seed(brain)
     trace = (await brain.recall("tea", "user:alice")).trace
-    assert trace["vector_hits"] >= 1 and trace["keyword_hits"] >= 1 and trace["fused_memories"] == 3
+    assert trace["vector_hits"] == 2 and trace["keyword_hits"] == 2 and trace["fused_memories"] == 2
     assert set(trace["timings_ms"]) == {"embed", "search", "fuse", "total"}
+
+
+async def test_memories_sharing_nothing_with_the_query_are_not_returned(brain: Astrocyte) -> None:
+    await seed(brain)
+    result = await brain.recall("quantum chromodynamics", "user:alice")
+    assert result.hits == [] and result.total_available == 0
+
+
+async def test_keeping_unrelated_vector_hits_is_configurable(make_brain: Any) -> None:
+    async with make_brain(recall={"min_similarity": None}) as brain:
+        await seed(brain)
+        result = await brain.recall("quantum chromodynamics", "user:alice")
+        assert len(result.hits) == 3 and all(h.score < 0.6 for h in result.hits)
 
 
 async def test_recall_of_an_absent_bank_is_not_found(brain: Astrocyte) -> None:

@@ -76,8 +76,10 @@ class RecallConfig(_Strict):
     candidate_multiplier: int = Field(default=4, ge=1, le=100)  # per arm: max_results * this
     max_results_limit: int = Field(default=1000, ge=1)
     # Vector hits at or below this cosine similarity are ignored before fusion (None: keep all).
-    # Useful with embedders whose unrelated texts still score high; the scale is embedder-specific.
-    min_similarity: float | None = Field(default=None, ge=-1.0, le=1.0)
+    # The default drops only vectors sharing nothing with the query (0 with the hashing embedder),
+    # which RRF would otherwise rank as if relevant; raise it for embedders whose unrelated texts
+    # still score high (the scale is embedder-specific).
+    min_similarity: float | None = Field(default=0.0, ge=-1.0, le=1.0)
 
 
 class ReflectConfig(_Strict):
