@@ -31,7 +31,7 @@ def at(hours: float) -> datetime:
 
 def unit_vector(seed: str | int, dim: int = CONTRACT_DIMENSIONS) -> np.ndarray:
     """A deterministic L2-normalised float32 vector derived from ``seed``."""
-    digest = hashlib.sha256(str(seed).encode()).digest()
+    digest = hashlib.sha256(str(seed).encode("utf-8", "surrogatepass")).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
     return normalised(rng.standard_normal(dim))
 

@@ -343,6 +343,31 @@ class StoreContract:
             assert len({mid for mid, _ in rows}) == 1, f"{key} resolved to several memories"
             assert sum(1 for _, dedup in rows if not dedup) == 1, f"{key} was written more than once"
 
+    async def test_concurrent_batches_with_overlapping_keys_store_one_memory_per_key(
+        self, store: Store
+    ) -> None:
+        bank, keys = unique_bank("batchrace"), 40
+
+        async def batch(seed: int) -> list[tuple[str, str]]:
+            order = list(range(keys))
+            random.Random(seed).shuffle(order)  # different lock orders: a deadlock-prone store fails
+            records = [make_record(bank, f"batch {seed} key {i}", idempotency_key=f"key-{i}") for i in order]
+            outcomes = await store.insert(records)
+            return [(f"key-{i}", o.memory_id) for i, o in zip(order, outcomes, strict=True)]
+
+        rows = [row for rows in await asyncio.gather(*(batch(s) for s in range(8))) for row in rows]
+        assert await store.count([bank], NO_FILTERS) == keys
+        for key in {k for k, _ in rows}:
+            assert len({mid for k, mid in rows if k == key}) == 1, f"{key} resolved to several memories"
+
+    async def test_a_large_batch_is_written_whole(self, store: Store) -> None:
+        bank = unique_bank("large")
+        records = [make_record(bank, f"bulk item {i}", idempotency_key=f"bulk-{i}") for i in range(1500)]
+        outcomes = await store.insert(records)
+        assert [o.memory_id for o in outcomes] == [r.memory_id for r in records]
+        assert await store.count([bank], NO_FILTERS) == 1500
+        assert await store.insert([]) == []
+
     async def test_dimension_mismatch_writes_nothing(self, store: Store) -> None:
         settled, fresh = unique_bank("dim"), unique_bank("dim-fresh")
         await store.insert([make_record(settled, "sets the dimension")])
@@ -359,6 +384,35 @@ class StoreContract:
         assert await store.count([settled], NO_FILTERS) == 1
         (outcome,) = await store.insert([good])
         assert outcome.deduplicated is False, "the refused batch must not have taken its keys"
+
+    async def test_unencodable_text_is_stored_exactly_or_refused_cleanly(self, store: Store) -> None:
+        # JSON lets a client send a NUL or a lone surrogate ("\\ud800"); a store may refuse such a
+        # value, but only with ValidationError, writing nothing, and it must keep working.
+        bank = unique_bank("awkward")
+        awkward = [
+            make_record(bank, "nul\x00in text"),
+            make_record(bank, "nul in metadata", metadata={"k": "v\x00"}),
+            make_record(bank, "nul in tag", tags=["t\x00"]),
+            make_record(bank, "lone \ud800 surrogate"),
+            make_record(bank, "surrogate in metadata", metadata={"\udfff": "x"}),
+        ]
+        for record in awkward:
+            before = await store.count([bank], NO_FILTERS)
+            try:
+                await store.insert([record])
+            except ValidationError:
+                assert await store.count([bank], NO_FILTERS) == before, (
+                    f"refused {record.text!r} but wrote it"
+                )
+                continue
+            hits = await store.vector_search([bank], record.chunks[0].embedding, 1, NO_FILTERS)
+            assert (hits[0].text, hits[0].metadata, tuple(hits[0].tags)) == (
+                record.text,
+                record.metadata,
+                record.tags,
+            ), f"{record.text!r} did not round-trip"
+        await store.insert([make_record(bank, "still works")])
+        assert _texts(await store.keyword_search([bank], "works", 5, NO_FILTERS)) == {"still works"}
 
     async def test_idempotency_key_is_free_after_forget(self, store: Store) -> None:
         bank = unique_bank("refree")
@@ -400,6 +454,26 @@ class StoreContract:
         assert await store.forget(mine, ForgetSelector(tags=("t",))) == 1
         assert await store.forget(mine, ForgetSelector(all_=True)) == 0
         assert await store.count([theirs], NO_FILTERS) == 1
+
+    async def test_bank_ids_are_exact_and_may_use_every_allowed_character(self, store: Store) -> None:
+        suffix = unique_bank("x")
+        banks = [
+            f"user:alice@example.com.{suffix}",
+            f"User:Alice@example.com.{suffix}",
+            f"a_b-c.d:{suffix}",
+            f"a_b-c.d:{suffix}.",
+            (suffix + "9" * 255)[:255],
+        ]
+        for bank in banks:
+            await store.insert([make_record(bank, f"ocelot in {bank}", tags=["t"])])
+        for bank in banks:
+            hits = await store.keyword_search([bank], "ocelot", 10, NO_FILTERS)
+            assert [h.bank_id for h in hits] == [bank]
+            assert await store.count([bank], NO_FILTERS) == 1
+        assert set(banks) <= set(await store.list_banks())
+        assert await store.forget(banks[0], ForgetSelector(tags=("t",))) == 1
+        assert await store.delete_bank(banks[4]) == 1
+        assert [await store.count([b], NO_FILTERS) for b in banks] == [0, 1, 1, 1, 0]
 
     async def test_multi_bank_search_covers_exactly_the_named_banks(self, store: Store) -> None:
         banks = [unique_bank(f"multi{i}") for i in range(3)]
@@ -601,6 +675,31 @@ class StoreContract:
             assert _texts(keyword_hits) == expected, f"keyword arm with tags {wanted}"
             assert await store.count([bank], filters) == len(expected)
         assert await store.count([bank], SearchFilters(tags=("x", "z"))) == 0
+
+    async def test_tag_filter_matches_whole_tags_literally(self, store: Store) -> None:
+        bank = unique_bank("literal")
+        vector = unit_vector("literal")
+        for tags in (["abc"], ["a_c"], ["project:alpha"], ["a,b", "c"], ['q"uote']):
+            await store.insert([make_record(bank, f"marten {' '.join(tags)}", tags=tags, embedding=vector)])
+        cases = {
+            ("a_c",): 1,
+            ("%",): 0,
+            ("_",): 0,
+            ("ab",): 0,
+            ("project",): 0,
+            ("alpha",): 0,
+            ("a",): 0,
+            ("a,b",): 1,
+            ("a,b", "c"): 1,
+            ('q"uote',): 1,
+        }
+        for wanted, expected in cases.items():
+            filters = SearchFilters(tags=wanted)
+            vector_hits, keyword_hits = await _search_both(store, [bank], "marten", vector, filters)
+            counted = await store.count([bank], filters)
+            assert (len(vector_hits), len(keyword_hits), counted) == (expected,) * 3, f"tags {wanted}"
+        assert await store.forget(bank, ForgetSelector(tags=("%",))) == 0
+        assert await store.forget(bank, ForgetSelector(tags=("a_c",))) == 1
 
     async def test_time_filter_uses_occurred_at_else_retained_at(self, store: Store) -> None:
         bank = unique_bank("when")
