@@ -48,7 +48,7 @@ from astrocyte.policy.access import bank_not_found
 from astrocyte.policy.engine import PolicyEngine
 from astrocyte.providers import EMBEDDERS, LLM, LLMS, STORES, Embedder, Store, build
 from astrocyte.reflect import NO_MEMORIES_ANSWER, build_prompt, confidence, extractive_answer, order_hits
-from astrocyte.tokens import estimate_tokens
+from astrocyte.tokens import fit_budget
 from astrocyte.types import (
     AstrocyteContext,
     BankInfo,
@@ -56,7 +56,6 @@ from astrocyte.types import (
     Chunk,
     ComponentHealth,
     ForgetResult,
-    ForgetSelector,
     HealthReport,
     MemoryHit,
     MemoryRecord,
@@ -73,7 +72,6 @@ __all__ = ["Astrocyte"]
 logger = logging.getLogger("astrocyte.brain")
 
 _KNOWN_BANKS_LIMIT = 100_000  # bank-exists cache size; cleared when full (it only saves a lookup)
-_MAX_IDEMPOTENCY_KEY = 512
 
 
 @dataclass(slots=True)
@@ -102,9 +100,11 @@ class Astrocyte:
         llm: LLM | None = None,
     ):
         self.config = config
-        self.store: Store = store or build(STORES, config.store, config.store_config)
-        self.embedder: Embedder = embedder or build(EMBEDDERS, config.embedder, config.embedder_config)
-        self.llm: LLM | None = llm or (build(LLMS, config.llm, config.llm_config) if config.llm else None)
+        self.store: Store = store if store is not None else build(STORES, config.store, config.store_config)
+        self.embedder: Embedder = (
+            embedder if embedder is not None else build(EMBEDDERS, config.embedder, config.embedder_config)
+        )
+        self.llm: LLM | None = llm if llm is not None else _build_llm(config)
         self.policy = PolicyEngine.from_config(config.policy)
         self._known_banks: set[str] = set()
         self._started = False
@@ -223,7 +223,7 @@ class Astrocyte:
         self.policy.authorize(context, bank_id, "write")
         content = check.validate_content(request.content)
         tags = check.validate_tags(request.tags)
-        _check_retain_fields(request)
+        check.validate_retain_fields(request)
         self.policy.check_sizes(content, request.metadata, tags)
         text = self.policy.screen(content)
         chunking = self.config.chunking
@@ -351,7 +351,7 @@ class Astrocyte:
             by_vector = [h for h in by_vector if h.score > settings.min_similarity]
         fused = reciprocal_rank_fusion([by_vector, by_keyword], k=settings.rrf_k)
         best = max_fused_score(2, settings.rrf_k)
-        hits, truncated = _within_budget(
+        hits, truncated = fit_budget(
             [self._hit(f.hit, f.score / best) for f in fused[:max_results]], max_tokens
         )
         done = time.perf_counter()
@@ -449,7 +449,7 @@ class Astrocyte:
         """Delete memories matching every given selector; ``scope="all"`` (alone) clears the bank."""
         bank_id = check.validate_bank_id(bank_id)
         self.policy.authorize(context, bank_id, "forget")
-        selector = _forget_selector(memory_ids, tags, before, scope)
+        selector = check.forget_selector(memory_ids, tags, before, scope)
         await self._require_banks([bank_id])
         await self.policy.acquire(context, bank_id, "forget")
         return ForgetResult(deleted_count=await self.store.forget(bank_id, selector))
@@ -520,22 +520,6 @@ class Astrocyte:
 # -- stage helpers ----------------------------------------------------------------------------------
 
 
-def _check_retain_fields(request: RetainRequest) -> None:
-    """Shapes of the optional retain fields (sizes are the policy's job)."""
-    if not isinstance(request.metadata, dict) or not all(isinstance(k, str) for k in request.metadata):
-        raise ValidationError("metadata must be an object with string keys", code="metadata_invalid")
-    if request.occurred_at is not None and not isinstance(request.occurred_at, datetime):
-        raise ValidationError("occurred_at must be a datetime", code="occurred_at_invalid")
-    if request.source is not None and not isinstance(request.source, str):
-        raise ValidationError("source must be a string", code="source_invalid")
-    key = request.idempotency_key
-    if key is not None and (not isinstance(key, str) or not key or len(key) > _MAX_IDEMPOTENCY_KEY):
-        raise ValidationError(
-            f"idempotency_key must be a non-empty string of at most {_MAX_IDEMPOTENCY_KEY} characters",
-            code="idempotency_key_invalid",
-        )
-
-
 def _record(item: _Prepared, chunks: tuple[Chunk, ...], now: datetime) -> MemoryRecord:
     request = item.request
     return MemoryRecord(
@@ -552,45 +536,8 @@ def _record(item: _Prepared, chunks: tuple[Chunk, ...], now: datetime) -> Memory
     )
 
 
-def _within_budget(hits: list[MemoryHit], max_tokens: int | None) -> tuple[list[MemoryHit], bool]:
-    """The leading hits whose texts fit in ``max_tokens``; True when one was dropped for it."""
-    if max_tokens is None:
-        return hits, False
-    used = 0
-    for position, hit in enumerate(hits):
-        used += estimate_tokens(hit.text)
-        if used > max_tokens:
-            return hits[:position], True
-    return hits, False
-
-
-def _forget_selector(
-    memory_ids: Sequence[str] | None, tags: Sequence[str] | None, before: datetime | None, scope: str | None
-) -> ForgetSelector:
-    if scope not in (None, "all"):
-        raise ValidationError(f"scope must be 'all' or omitted, not {scope!r}", code="forget_scope_invalid")
-    if isinstance(memory_ids, str):
-        raise ValidationError("memory_ids must be a list of ids, not a string", code="memory_ids_invalid")
-    ids = tuple(memory_ids or ())
-    if not all(isinstance(i, str) and i for i in ids):
-        raise ValidationError("memory_ids must be non-empty strings", code="memory_ids_invalid")
-    tag_tuple = check.validate_tags(tags)
-    if before is not None and not isinstance(before, datetime):
-        raise ValidationError("before must be a datetime", code="before_invalid")
-    narrowed = bool(ids or tag_tuple or before is not None)
-    if scope == "all":
-        if narrowed:
-            raise ValidationError(
-                "scope='all' clears the whole bank and cannot be combined with other selectors",
-                code="forget_selector_conflict",
-            )
-        return ForgetSelector(all_=True)
-    if not narrowed:
-        raise ValidationError(
-            "forget needs memory_ids, tags or before; to clear the whole bank pass scope='all'",
-            code="forget_selector_required",
-        )
-    return ForgetSelector(memory_ids=ids, tags=tag_tuple, before=before)
+def _build_llm(config: AstrocyteConfig) -> LLM | None:
+    return build(LLMS, config.llm, config.llm_config) if config.llm else None
 
 
 async def _probe(name: str, probe: Any) -> ComponentHealth:

@@ -7,7 +7,9 @@ side for a budget, and costs nothing per hit.
 
 from __future__ import annotations
 
-__all__ = ["estimate_tokens"]
+from astrocyte.types import MemoryHit
+
+__all__ = ["estimate_tokens", "fit_budget"]
 
 CHARS_PER_TOKEN = 4
 
@@ -17,3 +19,15 @@ def estimate_tokens(text: str) -> int:
     if not text:
         return 0
     return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def fit_budget(hits: list[MemoryHit], max_tokens: int | None) -> tuple[list[MemoryHit], bool]:
+    """The leading hits whose texts fit in ``max_tokens``; True when one was dropped for it."""
+    if max_tokens is None:
+        return hits, False
+    used = 0
+    for position, hit in enumerate(hits):
+        used += estimate_tokens(hit.text)
+        if used > max_tokens:
+            return hits[:position], True
+    return hits, False

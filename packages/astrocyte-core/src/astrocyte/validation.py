@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from astrocyte.errors import ValidationError
+from astrocyte.types import ForgetSelector, RetainRequest
 
 __all__ = [
+    "forget_selector",
+    "validate_retain_fields",
     "validate_bank_id",
     "validate_bank_ids",
     "validate_content",
@@ -22,6 +25,7 @@ __all__ = [
     "validate_time_range",
 ]
 
+_MAX_IDEMPOTENCY_KEY = 512
 _BANK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}")
 
 
@@ -111,3 +115,49 @@ def validate_time_range(
 def _aware(value: datetime) -> datetime:
     # Naive datetimes are read as UTC, the rule the stores apply too.
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def validate_retain_fields(request: RetainRequest) -> None:
+    """Shapes of a retain request's optional fields (their sizes are the policy's job)."""
+    if not isinstance(request.metadata, dict) or not all(isinstance(k, str) for k in request.metadata):
+        raise ValidationError("metadata must be an object with string keys", code="metadata_invalid")
+    if request.occurred_at is not None and not isinstance(request.occurred_at, datetime):
+        raise ValidationError("occurred_at must be a datetime", code="occurred_at_invalid")
+    if request.source is not None and not isinstance(request.source, str):
+        raise ValidationError("source must be a string", code="source_invalid")
+    key = request.idempotency_key
+    if key is not None and (not isinstance(key, str) or not key or len(key) > _MAX_IDEMPOTENCY_KEY):
+        raise ValidationError(
+            f"idempotency_key must be a non-empty string of at most {_MAX_IDEMPOTENCY_KEY} characters",
+            code="idempotency_key_invalid",
+        )
+
+
+def forget_selector(
+    memory_ids: Sequence[str] | None, tags: Sequence[str] | None, before: datetime | None, scope: str | None
+) -> ForgetSelector:
+    """The store selector for a forget call; at least one selector, ``scope="all"`` only alone."""
+    if scope not in (None, "all"):
+        raise ValidationError(f"scope must be 'all' or omitted, not {scope!r}", code="forget_scope_invalid")
+    if isinstance(memory_ids, str):
+        raise ValidationError("memory_ids must be a list of ids, not a string", code="memory_ids_invalid")
+    ids = tuple(memory_ids or ())
+    if not all(isinstance(i, str) and i for i in ids):
+        raise ValidationError("memory_ids must be non-empty strings", code="memory_ids_invalid")
+    tag_tuple = validate_tags(tags)
+    if before is not None and not isinstance(before, datetime):
+        raise ValidationError("before must be a datetime", code="before_invalid")
+    narrowed = bool(ids or tag_tuple or before is not None)
+    if scope == "all":
+        if narrowed:
+            raise ValidationError(
+                "scope='all' clears the whole bank and cannot be combined with other selectors",
+                code="forget_selector_conflict",
+            )
+        return ForgetSelector(all_=True)
+    if not narrowed:
+        raise ValidationError(
+            "forget needs memory_ids, tags or before; to clear the whole bank pass scope='all'",
+            code="forget_selector_required",
+        )
+    return ForgetSelector(memory_ids=ids, tags=tag_tuple, before=before)
