@@ -18,7 +18,8 @@ from astrocyte.types import AstrocyteContext
 
 pytest.importorskip("redis")
 
-# One worker process: wait for the shared start instant, hit the key N times, print how many passed.
+# One worker process: wait for the shared start instant, hit the key N times (paced, so the two
+# processes' calls interleave), print how many passed.
 WORKER = """
 import asyncio, json, sys, time
 from astrocyte.policy.limiter import make_limiter
@@ -30,10 +31,11 @@ async def main(url, prefix, mode, key, hits, start_at):
     allowed = 0
     for _ in range(hits):
         if mode == "rate":
-            decision = await limiter.hit(key, rate=0.01, burst=40)
+            decision = await limiter.hit(key, rate=0.01, burst=120)
         else:
             decision = await limiter.quota(key, limit=30)
         allowed += decision.allowed
+        await asyncio.sleep(0.002)
     await limiter.close()
     print(json.dumps({"allowed": allowed}))
 
@@ -69,9 +71,10 @@ async def run_workers(redis_url: str, prefix: str, mode: str, hits: int, process
 
 
 async def test_rate_limit_is_shared_by_two_processes(redis_url: str, key_prefix: str) -> None:
-    allowed = await run_workers(redis_url, key_prefix, "rate", hits=50)
-    # 100 hits against one bucket of 40 (refill 0.01/s is negligible): exactly 40 pass in total.
-    assert sum(allowed) == 40, allowed
+    allowed = await run_workers(redis_url, key_prefix, "rate", hits=100)
+    # 200 interleaved hits against one bucket of 120 (refill 0.01/s is negligible): exactly 120 pass
+    # in total; unshared state would let all 200 through.
+    assert sum(allowed) == 120, allowed
 
 
 async def test_daily_quota_is_shared_by_two_processes(redis_url: str, key_prefix: str) -> None:
