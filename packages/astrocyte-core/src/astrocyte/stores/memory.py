@@ -9,6 +9,7 @@ correct over being fast.
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 import re
 import time
@@ -227,7 +228,7 @@ class MemoryStore:
             text=record.text,
             chunks=stored_chunks,
             tags=tuple(record.tags),
-            metadata=dict(record.metadata),
+            metadata=copy.deepcopy(record.metadata),
             occurred_at=record.occurred_at,
             retained_at=record.retained_at,
             source=record.source,
@@ -383,7 +384,7 @@ def _hit(score: float, stored: _Stored, chunk: Any) -> StoredHit:
         text=chunk.text,
         score=score,
         tags=record.tags,
-        metadata=dict(record.metadata),
+        metadata=copy.deepcopy(record.metadata),
         occurred_at=record.occurred_at,
         retained_at=record.retained_at,
         source=record.source,

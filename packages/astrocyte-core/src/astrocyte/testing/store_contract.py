@@ -15,8 +15,11 @@ fixture to yield an opened store (closed afterwards)::
             yield store
             await store.close()
 
-Every ``test_*`` method is one behaviour, named after it. The kit needs ``pytest`` and
-``pytest-asyncio`` (``asyncio_mode = "auto"``, or mark the class) when the tests run.
+Every ``test_*`` method is one behaviour, named after it; :func:`contract_checks` lists them, and
+each can be awaited directly (``await StoreContract().test_x(store)``) outside pytest's collection.
+The kit needs ``pytest`` and ``pytest-asyncio`` when the tests run; the class carries the
+``asyncio`` mark, so under ``asyncio_mode = "strict"`` only the fixture needs
+``@pytest_asyncio.fixture``.
 
 **Shared backends are fine.** The fixture may hand out stores that share state (one database or
 schema for the whole run): each check works only in banks it names with a random suffix
@@ -38,6 +41,9 @@ defining two classmethods:
     Called once after the session with the mapping ``contract_config`` returned, to drop what the
     run created (for example a per-run PostgreSQL schema).
 
+:func:`contract_config_for` and :func:`contract_cleanup_for` resolve these hooks, for a third-party
+repository that wants its own discovery suite.
+
 Behaviour the kit pins down beyond the protocol's docstrings:
 
 - ``StoredHit.text`` is the text of the chunk that matched (not the whole memory).
@@ -46,7 +52,13 @@ Behaviour the kit pins down beyond the protocol's docstrings:
 - ``forget`` with an empty selector raises ``ValidationError`` (it never means "everything"), and
   so does ``all_`` combined with another selector.
 - Forgetting a memory frees its idempotency key; so does deleting its bank.
-- A refused insert (dimension mismatch) leaves no trace: no memories, no bank, no taken keys.
+- A refused insert (dimension mismatch, or a value the backend cannot hold, which must surface as
+  ``ValidationError``) leaves no trace: no memories, no bank, no taken keys.
+- ``keyword_search`` takes plain text: any word of the query may match (a question finds a memory
+  sharing one word with it) and no input string makes it raise.
+- Vector scores are cosine similarities in ``[-1, 1]``, never NaN; a query of the wrong size
+  raises ``ValidationError(code="embedding_dimension_mismatch")``.
+- Bank ids and tags are compared exactly (case-sensitive, no wildcard meaning for ``%`` or ``_``).
 """
 
 from __future__ import annotations
@@ -535,6 +547,17 @@ class StoreContract:
             assert hit.metadata == metadata
             assert hit.occurred_at == at(5) and hit.retained_at == at(6)
             assert hit.source == "github:issues"
+
+    async def test_stored_memories_do_not_change_with_callers_objects(self, store: Store) -> None:
+        bank = unique_bank("copies")
+        record = make_record(bank, "the gecko copy", metadata={"nested": {"n": 1}})
+        await store.insert([record])
+        record.metadata["nested"]["n"] = 2
+        (hit,) = await store.keyword_search([bank], "gecko", 5, NO_FILTERS)
+        assert hit.metadata == {"nested": {"n": 1}}
+        hit.metadata["nested"]["n"] = 3
+        (again,) = await store.keyword_search([bank], "gecko", 5, NO_FILTERS)
+        assert again.metadata == {"nested": {"n": 1}}
 
     async def test_absent_optional_fields_come_back_empty(self, store: Store) -> None:
         bank = unique_bank("bare")
