@@ -45,6 +45,7 @@ SAMPLES: list[tuple[str, str]] = [
     ("secret", "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc"),
     ("secret", JWT),
     ("secret", PRIVATE_KEY),
+    ("secret", "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----"),
 ]
 
 
@@ -96,6 +97,14 @@ def test_checksums_used_by_the_detectors() -> None:
 def test_bearer_and_assigned_secrets_keep_their_label() -> None:
     screened = barrier().screen("Authorization: Bearer abcDEF0123456789xyz== and password: hunter2hunter2")
     assert screened == "Authorization: Bearer [REDACTED:secret] and password: [REDACTED:secret]"
+
+
+def test_secrets_in_json_and_env_assignments_are_redacted() -> None:
+    text = '{"password": "hunter2hunter2"} aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'
+    assert (
+        barrier().screen(text)
+        == '{"password": "[REDACTED:secret]"} aws_secret_access_key = [REDACTED:secret]'
+    )
 
 
 def test_unterminated_private_key_is_redacted_to_the_end() -> None:

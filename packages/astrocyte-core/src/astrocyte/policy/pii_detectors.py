@@ -78,8 +78,8 @@ _SECRET_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"|auth[_\-]?token|password|passwd))[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?(?P<v>[^\s\"']{8,512})",
     )
 )
-_KEY_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY-----")
-_KEY_END = re.compile(r"-----END (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY-----")
+_KEY_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY(?: BLOCK)?-----")
+_KEY_END = re.compile(r"-----END (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY(?: BLOCK)?-----")
 
 
 def detect_email(text: str) -> Iterator[Span]:
@@ -145,7 +145,7 @@ def detect_secret(text: str) -> Iterator[Span]:
 
 
 def _private_key_blocks(text: str) -> Iterator[Span]:
-    if "PRIVATE KEY-----" not in text:
+    if "PRIVATE KEY" not in text:
         return
     pos = 0
     while (begin := _KEY_BEGIN.search(text, pos)) is not None:
