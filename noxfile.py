@@ -40,9 +40,10 @@ def _install_package(session: nox.Session, name: str) -> None:
     session.install(*targets)
 
 
-def _pytest(session: nox.Session, folder: Path, *args: str) -> None:
+def _pytest(session: nox.Session, folder: Path, target: Path, *args: str) -> None:
+    """pytest on ``target`` with ``folder``'s pytest settings."""
     session.run(
-        "python", "-m", "pytest", str(folder / "tests"), f"--rootdir={folder}",
+        "python", "-m", "pytest", str(target), f"--rootdir={folder}", "-c", str(folder / "pyproject.toml"),
         "-p", "no:cacheprovider", "--timeout=600", "-ra", *args, *session.posargs,
         env={"PYTHONDONTWRITEBYTECODE": "1"},
     )
@@ -53,18 +54,18 @@ def _pytest(session: nox.Session, folder: Path, *args: str) -> None:
 def tests(session: nox.Session, package: str) -> None:
     """A package's own test suite, in a venv holding only that package."""
     _install_package(session, package)
-    ignore = ["--ignore", str(CORE / "tests" / "contract")] if package == "astrocyte-core" else []
-    _pytest(session, PACKAGES[package], *ignore)
+    folder = PACKAGES[package]
+    # Contract suites run once, in the `contracts` session, against everything installed together.
+    _pytest(session, folder, folder / "tests", "--ignore", str(folder / "tests" / "contract"))
 
 
 @nox.session(python="3.11")
 def contracts(session: nox.Session) -> None:
     """Every installed store and ingest driver against the core's contract kits."""
     session.install(*(f"{folder}[test]" for folder in PACKAGES.values()))
-    _pytest(session, CORE, "-k", "contract", str(CORE / "tests" / "contract"))
-    for name, folder in PACKAGES.items():
-        if name != "astrocyte-core" and (folder / "tests" / "contract").is_dir():
-            _pytest(session, folder, str(folder / "tests" / "contract"))
+    for folder in PACKAGES.values():
+        if (folder / "tests" / "contract").is_dir():
+            _pytest(session, folder, folder / "tests" / "contract")
 
 
 @nox.session(python="3.11")
