@@ -74,7 +74,7 @@ class SourceConfig:
     """One validated source: the common part plus the driver's own validated config."""
 
     source_id: str
-    type: SourceType
+    source_type: SourceType  # the ``type`` key
     driver: str
     driver_class: type[Any]
     driver_config: Any
@@ -128,7 +128,7 @@ def validate_source(source_id: str, mapping: Mapping[str, Any]) -> SourceConfig:
     driver_config = _validate_driver_keys(prefix, driver_class, driver_keys)
     return SourceConfig(
         source_id=source_id,
-        type=common.type,
+        source_type=common.type,
         driver=common.driver,
         driver_class=driver_class,
         driver_config=driver_config,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -86,9 +86,9 @@ class Sink(Protocol):
 class RetainManyTarget(Protocol):
     """The part of :class:`astrocyte.brain.Astrocyte` the sink uses."""
 
-    async def retain_many(
+    def retain_many(
         self, requests: Sequence[RetainRequest], *, context: AstrocyteContext | None = None
-    ) -> list[RetainResult | AstrocyteError]: ...
+    ) -> Awaitable[list[RetainResult | AstrocyteError]]: ...
 
 
 SinkObserver = Callable[[Sequence[Outcome], float], None]

@@ -104,7 +104,7 @@ class _SourceRunner:
     def __init__(self, brain: RetainManyTarget, source: SourceConfig, supervisor: IngestSupervisor) -> None:
         self.source = source
         self._sup = supervisor
-        self.health = SourceHealth(source.source_id, source.type, source.driver, source.required)
+        self.health = SourceHealth(source.source_id, source.source_type, source.driver, source.required)
         self.sink = IngestSink.for_source(brain, source, observer=self._observe)
         self.driver: Any = None
         self._start_task: asyncio.Task[None] | None = None
