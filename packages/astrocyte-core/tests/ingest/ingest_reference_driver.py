@@ -92,6 +92,11 @@ class QueueDriver:
     def validate_config(cls, mapping: Mapping[str, Any]) -> QueueDriverConfig:
         return validate_model(QueueDriverConfig, mapping)
 
+    @classmethod
+    def contract_harness(cls) -> QueueHarness:
+        """The discovery hook of the ingest contract kit."""
+        return QueueHarness(cls)
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
 

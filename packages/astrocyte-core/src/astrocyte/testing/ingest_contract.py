@@ -12,21 +12,39 @@ deduplicates on ``(bank, idempotency key)``, rejects a message with no bank, and
 whose content starts with :data:`REJECT_PREFIX`). Messages are identified by their content, so a
 driver may derive idempotency keys from transport positions. Every check is bounded in time and
 raises :class:`ContractViolation` (an ``AssertionError``) saying what the driver did wrong.
+
+**Discovery hook.** The core's ``contracts`` session runs the kit against *every* driver installed
+in the ``astrocyte.ingest_stream_drivers`` and ``astrocyte.ingest_poll_drivers`` entry-point
+groups. A driver takes part by defining a classmethod ``contract_harness() -> IngestHarness |
+None`` (may be ``async``). Return ``None`` when the transport's test service is not configured
+(for example ``ASTROCYTE_TEST_REDIS_URL`` unset): the tests then skip locally and fail under
+``CI``. :func:`contract_harness_for` and :func:`installed_ingest_drivers` resolve this.
+
+What the kit pins down beyond the protocol's docstrings:
+
+- ``health()`` reports ``degraded`` (never ``failed``) while the transport is unreachable, and
+  ``running`` again once it is back, without a rebuild; ``stopped`` after ``stop()``.
+- ``start()`` may return at once or run until stopped, but it must not outlive ``stop()``.
+- A batch that finished during ``stop()`` is acknowledged: a new instance does not see it again.
+- Idempotency keys of a redelivered entry are the same as the first delivery's.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import inspect
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar
 
-from astrocyte.ingest.driver import Driver
+from astrocyte.ingest.driver import ENTRY_POINT_GROUPS, Driver
 from astrocyte.ingest.sink import IngestMessage, Outcome, Sink
+from astrocyte.testing._helpers import missing_service
 
 REJECT_PREFIX = "contract-reject:"
 POISON_KINDS: tuple[str, ...] = ("undecodable", "bad_json", "missing_bank")
@@ -543,3 +561,36 @@ class IngestDriverContract:
 
     async def test_health_states(self, harness: IngestHarness) -> None:
         await run_check(harness, "health_states", self.contract_settings)
+
+
+def installed_ingest_drivers() -> dict[str, EntryPoint]:
+    """Every installed driver, keyed ``"<stream|poll>:<name>"``."""
+    found: dict[str, EntryPoint] = {}
+    for source_type, group in ENTRY_POINT_GROUPS.items():
+        for ep in sorted(entry_points(group=group), key=lambda ep: ep.name):
+            found[f"{source_type}:{ep.name}"] = ep
+    return found
+
+
+async def contract_harness_for(driver_class: type[Any]) -> IngestHarness:
+    """The harness a driver class supplies through its ``contract_harness`` hook.
+
+    Raises :class:`ContractViolation` when the class has no hook; skips the test (fails under
+    ``CI``) when the hook answers ``None``.
+    """
+    name = f"{driver_class.__module__}.{driver_class.__qualname__}"
+    hook = getattr(driver_class, "contract_harness", None)
+    if not callable(hook):
+        raise ContractViolation(
+            f"{name} has no contract_harness() classmethod, so the ingest contract cannot run against it"
+        )
+    harness = hook()
+    if inspect.isawaitable(harness):
+        harness = await harness
+    if harness is None:
+        missing_service(f"{name}: the test service its contract harness needs is not configured")
+    if not isinstance(harness, IngestHarness):
+        raise ContractViolation(
+            f"{name}.contract_harness() returned {type(harness).__name__}, not an IngestHarness"
+        )
+    return harness
