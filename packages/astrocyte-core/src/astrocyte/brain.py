@@ -15,9 +15,11 @@ Recall semantics worth knowing:
 * ``MemoryHit.text`` is the memory's best-matching chunk (the whole memory when it is one chunk).
 * ``score`` is the fused RRF score divided by the best possible one (first in both arms), so 1.0
   means "top of both the semantic and the keyword ranking", on any store and embedder.
-* ``total_available`` is the number of distinct memories either arm found (each arm fetches at least
-  ``recall.candidate_pool`` chunks), not a full count of the banks: counting every match on each call
-  would cost more than the search itself.
+* ``total_available`` is the number of distinct memories either arm found (each arm fetches at
+  least ``recall.candidate_pool`` chunks, 30 by default), not a full count of the banks: counting
+  every match on each call would cost more than the search itself.
+* Vector hits with cosine similarity at or below ``recall.min_similarity`` (0 by default) are
+  dropped before fusion, so a memory sharing nothing with the query is not returned.
 * ``truncated`` is true when the token budget dropped a hit that ``max_results`` would have kept.
 * Reading a bank that does not exist raises ``NotFoundError(code="bank_not_found")``. Banks seen to
   exist are remembered per process; after another replica deletes a bank, this one answers an empty

@@ -72,8 +72,10 @@ class RecallConfig(_Strict):
     """Fusion and candidate sizes for recall."""
 
     rrf_k: int = Field(default=60, ge=1)  # reciprocal rank fusion constant
-    candidate_pool: int = Field(default=50, ge=1, le=10_000)  # chunks fetched per arm, at least
-    candidate_multiplier: int = Field(default=4, ge=1, le=100)  # per arm: max_results * this
+    # Chunks fetched per arm: max(candidate_pool, max_results * candidate_multiplier). Fusion needs
+    # some depth beyond max_results, but every extra candidate is re-read and re-scored by the store.
+    candidate_pool: int = Field(default=30, ge=1, le=10_000)
+    candidate_multiplier: int = Field(default=3, ge=1, le=100)
     max_results_limit: int = Field(default=1000, ge=1)
     # Vector hits at or below this cosine similarity are ignored before fusion (None: keep all).
     # The default drops only vectors sharing nothing with the query (0 with the hashing embedder),
