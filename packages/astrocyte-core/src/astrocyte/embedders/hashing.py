@@ -97,7 +97,7 @@ class HashingEmbedder:
 def _feature_hasher(dimensions: int) -> Any:
     """A cached ``feature -> (index, sign)`` function per dimension count, shared by instances."""
 
-    @lru_cache(maxsize=1 << 18)
+    @lru_cache(maxsize=1 << 16)  # ~16 MB at most; frequent words stay, rare bigrams cycle
     def feature(text: str) -> tuple[int, float]:
         value = int.from_bytes(blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
         return (value >> 1) % dimensions, (1.0 if value & 1 else -1.0)
