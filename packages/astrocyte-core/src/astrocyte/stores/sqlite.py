@@ -49,7 +49,7 @@ from astrocyte.types import (
     StoredHit,
 )
 
-__all__ = ["SQLiteStore", "SQLiteStoreConfig", "fts_query"]
+__all__ = ["SQLiteStore", "SQLiteStoreConfig", "fts_query", "fts_words"]
 
 T = TypeVar("T")
 
@@ -132,10 +132,15 @@ class SQLiteStoreConfig(BaseModel):
     index_connectivity: int = Field(default=16, ge=4, le=128)
     index_expansion_add: int = Field(default=64, ge=8, le=1024)
     index_expansion_search: int = Field(default=64, ge=8, le=4096)
-    index_dtype: Literal["f32", "f16", "i8"] = "f16"
+    index_dtype: Literal["f32", "f16", "i8"] = "i8"
     exact_search_max: int = Field(
-        default=4096, ge=0, description="banks or filtered candidate sets up to this many vectors are "
-        "searched exactly"
+        default=4096,
+        ge=0,
+        description="banks or filtered candidate sets up to this many vectors are searched exactly",
+    )
+    keyword_rank_window: int = Field(
+        default=1000, ge=1, description="keyword queries matching more chunks than this rank the most recent "
+        "this many plus the chunks holding every word"
     )
     index_snapshot: bool = Field(default=True, description="save the vector index beside the file on close")
 
@@ -145,7 +150,8 @@ class SQLiteStore:
 
     Config keys: ``path`` (required), ``busy_timeout_ms`` (5000), ``read_connections`` (4), and the
     vector index knobs ``index_connectivity`` (16), ``index_expansion_add`` (64),
-    ``index_expansion_search`` (64), ``index_dtype`` (``f16``), ``exact_search_max`` (4096),
+    ``index_expansion_search`` (64), ``index_dtype`` (``i8``), ``exact_search_max`` (4096),
+    ``keyword_rank_window`` (1000),
     ``index_snapshot`` (true).
     """
 
@@ -244,7 +250,7 @@ class SQLiteStore:
         if bank_id is None or not keys or self._dimension is None:
             return
         vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(keys), self._dimension)
-        self._index.add(bank_id, keys, vectors)
+        self._index.add(bank_id, keys, vectors, bulk=True)
 
     async def close(self) -> None:
         """Snapshot the index (when enabled), close every connection and stop the threads."""
@@ -282,7 +288,9 @@ class SQLiteStore:
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._reader_pool is None:
             raise ProviderUnavailableError("the SQLite store is not open; call open() first")
-        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, self._with_reader, fn, args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader_pool, self._with_reader, fn, args
+        )
 
     def _with_reader(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         conn = self._readers.get()
@@ -325,7 +333,9 @@ class SQLiteStore:
         return await self._read(_bank_exists, bank_id)
 
     async def list_banks(self) -> list[str]:
-        return await self._read(lambda conn: [r[0] for r in conn.execute("SELECT bank_id FROM banks ORDER BY 1")])
+        return await self._read(
+            lambda conn: [r[0] for r in conn.execute("SELECT bank_id FROM banks ORDER BY 1")]
+        )
 
     async def delete_bank(self, bank_id: str) -> int:
         """Delete the bank with its memories; returns their number (0 for an absent bank)."""
@@ -368,7 +378,14 @@ class SQLiteStore:
                 if existing is not None:
                     outcomes.append(InsertOutcome(memory_id=existing, deduplicated=True))
                     continue
-                chunk_ids = _insert_record(conn, record, matrix)
+                try:
+                    chunk_ids = _insert_record(conn, record, matrix)
+                except UnicodeEncodeError as exc:
+                    # A lone surrogate (valid in JSON, not in UTF-8) cannot be stored as text.
+                    raise ValidationError(
+                        f"memory {record.memory_id!r} holds text that is not valid Unicode ({exc.reason})",
+                        code="text_not_unicode",
+                    ) from None
                 keys, rows = added.setdefault(record.bank_id, ([], []))
                 keys.extend(chunk_ids)
                 rows.append(matrix)
@@ -385,7 +402,9 @@ class SQLiteStore:
         expected = self._dimension
         if expected is None and len(sizes) == 1:
             expected = sizes.pop()
-            conn.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('dimension', ?)", (expected,))
+            conn.execute(
+                "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('dimension', ?)", (expected,)
+            )
             self._dimension = expected
             return
         wrong = sorted(s for s in sizes if s != expected)
@@ -427,7 +446,9 @@ class SQLiteStore:
     def _reindex_bank(self, bank_id: str) -> None:
         """Rebuild one bank's graph from its BLOBs after heavy deletion left it mostly tombstones."""
         assert self._writer is not None
-        rows = self._writer.execute("SELECT id, embedding FROM chunks WHERE bank_id = ?", (bank_id,)).fetchall()
+        rows = self._writer.execute(
+            "SELECT id, embedding FROM chunks WHERE bank_id = ?", (bank_id,)
+        ).fetchall()
         self._index.drop_bank(bank_id)
         self._index_blobs(bank_id, [r[0] for r in rows], [r[1] for r in rows])
 
@@ -474,10 +495,11 @@ class SQLiteStore:
     ) -> list[StoredHit]:
         """Up to ``k`` chunks by BM25 (higher is better); any query text is safe."""
         banks = list(dict.fromkeys(bank_ids))
-        match = fts_query(query)
-        if k <= 0 or not banks or match is None:
+        words = fts_words(query)
+        if k <= 0 or not banks or not words:
             return []
-        return await self._read(_keyword_search_sync, banks, match, k, filters)
+        window = self._settings.keyword_rank_window
+        return await self._read(_keyword_search_sync, banks, words, k, filters, window)
 
     async def count(self, bank_ids: Sequence[str], filters: SearchFilters) -> int:
         """How many memories in ``bank_ids`` match ``filters``."""
@@ -486,7 +508,9 @@ class SQLiteStore:
             return 0
         where, params = _filter_sql(banks, filters)
         return await self._read(
-            lambda conn: int(conn.execute(f"SELECT COUNT(*) FROM memories m WHERE {where}", params).fetchone()[0])
+            lambda conn: int(
+                conn.execute(f"SELECT COUNT(*) FROM memories m WHERE {where}", params).fetchone()[0]
+            )
         )
 
     # -- state, leases, health -------------------------------------------------------------------
@@ -543,7 +567,9 @@ class SQLiteStore:
 
 def _ensure_bank(conn: sqlite3.Connection, bank_id: str) -> bool:
     created_at = datetime.now(UTC).isoformat()
-    cursor = conn.execute("INSERT OR IGNORE INTO banks (bank_id, created_at) VALUES (?, ?)", (bank_id, created_at))
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO banks (bank_id, created_at) VALUES (?, ?)", (bank_id, created_at)
+    )
     return bool(cursor.rowcount)
 
 
@@ -626,7 +652,8 @@ def _insert_record(conn: sqlite3.Connection, record: MemoryRecord, vectors: np.n
         ).lastrowid
     except sqlite3.IntegrityError as exc:
         raise ConflictError(
-            f"memory id {record.memory_id!r} already exists in bank {record.bank_id!r}", code="memory_id_exists"
+            f"memory id {record.memory_id!r} already exists in bank {record.bank_id!r}",
+            code="memory_id_exists",
         ) from exc
     conn.executemany(
         "INSERT INTO memory_tags (memory, bank_id, tag) VALUES (?, ?, ?)",
@@ -653,12 +680,15 @@ def _has_filters(filters: SearchFilters) -> bool:
     return bool(filters.tags) or filters.start is not None or filters.end is not None
 
 
-def _filter_sql(banks: Sequence[str], filters: SearchFilters) -> tuple[str, list[Any]]:
-    """A WHERE clause over ``memories m`` for the banks and filters, with its parameters."""
+def _filter_sql(banks: Sequence[str], filters: SearchFilters, alias: str = "m") -> tuple[str, list[Any]]:
+    """A WHERE clause over ``memories m`` for the banks and filters, with its parameters (only the
+    bank part, on ``chunks c``, when ``alias`` is ``c``)."""
     if len(banks) == 1:
-        clauses, params = ["m.bank_id = ?"], [banks[0]]
+        clauses, params = [f"{alias}.bank_id = ?"], [banks[0]]
     else:
-        clauses, params = ["m.bank_id IN (SELECT value FROM json_each(?))"], [json.dumps(list(banks))]
+        clauses, params = [f"{alias}.bank_id IN (SELECT value FROM json_each(?))"], [json.dumps(list(banks))]
+    if alias != "m":
+        return clauses[0], params
     if filters.start is not None:
         clauses.append("m.event_us >= ?")
         params.append(_micros(filters.start))
@@ -684,7 +714,8 @@ def _selector_sql(bank_id: str, selector: ForgetSelector) -> tuple[str, list[Any
         )
     if not selector.all_ and not others:
         raise ValidationError(
-            "forget needs memory_ids, tags, before, or all_ (to clear the whole bank)", code="forget_selector_empty"
+            "forget needs memory_ids, tags, before, or all_ (to clear the whole bank)",
+            code="forget_selector_empty",
         )
     where, params = _filter_sql([bank_id], SearchFilters(tags=tuple(selector.tags)))
     if selector.memory_ids:
@@ -696,10 +727,13 @@ def _selector_sql(bank_id: str, selector: ForgetSelector) -> tuple[str, list[Any
     return where, params
 
 
-def _exact_candidates(conn: sqlite3.Connection, where: str, params: list[Any], limit: int) -> list[int] | None:
+def _exact_candidates(
+    conn: sqlite3.Connection, where: str, params: list[Any], limit: int
+) -> list[int] | None:
     """Chunk ids matching the filter when there are at most ``limit`` of them, else None."""
     rows = conn.execute(
-        f"SELECT c.id FROM memories m JOIN chunks c ON c.memory = m.id WHERE {where} LIMIT ?", [*params, limit + 1]
+        f"SELECT c.id FROM memories m JOIN chunks c ON c.memory = m.id WHERE {where} LIMIT ?",
+        [*params, limit + 1],
     ).fetchall()
     return None if len(rows) > limit else [r[0] for r in rows]
 
@@ -708,37 +742,84 @@ def _rescore(
     conn: sqlite3.Connection, keys: Sequence[int], query: np.ndarray, k: int, where: str, params: list[Any]
 ) -> list[StoredHit]:
     """Read candidate chunks (those still present and, with ``where``, matching it), score them by
-    exact cosine against their stored float32 vectors, and keep the best ``k``."""
+    exact cosine against their stored float32 vectors, and return the best ``k`` as hits."""
     if not len(keys):
         return []
-    clause = f" AND {where}" if where else ""
+    # CROSS JOIN pins the join order: probe the few candidate ids, never scan the bank.
+    join = f" CROSS JOIN memories m ON m.id = c.memory WHERE {where}" if where else ""
     rows = conn.execute(
-        f"SELECT {_HIT_COLUMNS}, c.embedding FROM chunks c JOIN memories m ON m.id = c.memory "
-        f"WHERE c.id IN (SELECT value FROM json_each(?)){clause}",
+        f"SELECT c.id, c.embedding FROM json_each(?) AS j CROSS JOIN chunks c ON c.id = j.value{join}",
         [json.dumps([int(key) for key in keys]), *params],
     ).fetchall()
     if not rows:
         return []
-    matrix = np.frombuffer(b"".join(r[-1] for r in rows), dtype=np.float32).reshape(len(rows), query.size)
+    matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), query.size)
     norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query))
     scores = np.clip((matrix @ query) / np.where(norms == 0, 1.0, norms), -1.0, 1.0)
-    # Ties break on memory id and chunk index so results are deterministic.
-    order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i][3], rows[i][1]))[:k]
-    return [_hit(rows[i], float(scores[i])) for i in order]
+    # Ties break on chunk id so results are deterministic.
+    order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i][0]))[:k]
+    return _hydrate(conn, [(rows[i][0], float(scores[i])) for i in order])
 
 
 def _keyword_search_sync(
-    conn: sqlite3.Connection, banks: list[str], match: str, k: int, filters: SearchFilters
+    conn: sqlite3.Connection, banks: list[str], words: list[str], k: int, filters: SearchFilters, window: int
 ) -> list[StoredHit]:
-    where, params = _filter_sql(banks, filters)
-    rows = conn.execute(
-        f"SELECT {_HIT_COLUMNS}, bm25(chunks_fts) AS rank FROM chunks_fts "
-        "JOIN chunks c ON c.id = chunks_fts.rowid JOIN memories m ON m.id = c.memory "
-        f"WHERE chunks_fts MATCH ? AND {where} ORDER BY rank, m.memory_id, c.chunk_index LIMIT ?",
-        [match, *params, k],
-    ).fetchall()
+    """BM25 over the chunks holding any of ``words``, exact when at most ``window`` chunks match.
+
+    BM25 costs a few microseconds per matching chunk, so a broad query over a large bank would cost
+    tens of milliseconds. Past ``window`` matches the candidates are the ``window`` most recent
+    matching chunks plus, over all time, the best chunks holding every word.
+    """
+    if _has_filters(filters):
+        where, params = _filter_sql(banks, filters)
+        scope = "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid JOIN memories m ON m.id = c.memory "
+    else:
+        # Without filters the bank is on the chunk row: rank without touching memories at all.
+        where, params = _filter_sql(banks, filters, alias="c")
+        scope = "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+    base = f"SELECT c.id, bm25(chunks_fts) {scope} WHERE chunks_fts MATCH ? AND {where}"
+    any_word = " OR ".join(words)
+    cut = conn.execute(
+        f"SELECT chunks_fts.rowid {scope} WHERE chunks_fts MATCH ? AND {where} "
+        "ORDER BY chunks_fts.rowid DESC LIMIT 1 OFFSET ?",
+        [any_word, *params, window - 1],
+    ).fetchone()
+    if cut is None:
+        ranked = conn.execute(f"{base} ORDER BY 2, 1 LIMIT ?", [any_word, *params, k]).fetchall()
+    else:
+        ranked = conn.execute(
+            f"{base} AND chunks_fts.rowid >= ? ORDER BY 2, 1 LIMIT ?", [any_word, *params, cut[0], k]
+        ).fetchall()
+        ranked += _ranked_with_every_word(conn, base, params, words, k)
+    best: dict[int, float] = {}
+    for chunk_id, rank in ranked:
+        best[chunk_id] = min(rank, best.get(chunk_id, rank))
+    top = sorted(best.items(), key=lambda item: (item[1], item[0]))[:k]
     # FTS5's bm25() is lower-is-better (negative); the store contract wants higher-is-better.
-    return [_hit(row, -float(row[-1])) for row in rows]
+    return _hydrate(conn, [(chunk_id, -rank) for chunk_id, rank in top])
+
+
+def _ranked_with_every_word(
+    conn: sqlite3.Connection, base: str, params: list[Any], words: list[str], k: int
+) -> list[tuple[int, float]]:
+    """The best ``k`` chunks holding every one of ``words`` (few, so cheap to rank), scored exactly
+    as the OR query scores them (BM25 sums the same per-word terms either way)."""
+    if len(words) < 2:
+        return []
+    return conn.execute(f"{base} ORDER BY 2, 1 LIMIT ?", [" AND ".join(words), *params, k]).fetchall()
+
+
+def _hydrate(conn: sqlite3.Connection, scored: list[tuple[int, float]]) -> list[StoredHit]:
+    """Full hits for ``(chunk id, score)`` pairs, in the given order (ids gone meanwhile are skipped)."""
+    if not scored:
+        return []
+    rows = conn.execute(
+        f"SELECT {_HIT_COLUMNS} FROM json_each(?) AS j CROSS JOIN chunks c ON c.id = j.value "
+        "CROSS JOIN memories m ON m.id = c.memory",
+        [json.dumps([chunk_id for chunk_id, _ in scored])],
+    ).fetchall()
+    by_id = {row[0]: row for row in rows}
+    return [_hit(by_id[chunk_id], score) for chunk_id, score in scored if chunk_id in by_id]
 
 
 def _hit(row: Sequence[Any], score: float) -> StoredHit:
@@ -749,25 +830,27 @@ def _hit(row: Sequence[Any], score: float) -> StoredHit:
         chunk_index=chunk_index,
         text=text,
         score=score,
-        tags=tuple(json.loads(tags)),
-        metadata=json.loads(metadata),
+        tags=tuple(json.loads(tags)) if tags != "[]" else (),
+        metadata=json.loads(metadata) if metadata != "{}" else {},
         occurred_at=datetime.fromisoformat(occurred_at) if occurred_at else None,
         retained_at=datetime.fromisoformat(retained_at),
         source=source,
     )
 
 
-def fts_query(text: str) -> str | None:
-    """Turn arbitrary user text into a safe FTS5 MATCH expression, or None when it has no words.
+def fts_words(text: str) -> list[str]:
+    """Arbitrary user text as a list of safe FTS5 terms (each a double-quoted word).
 
-    Every word becomes a double-quoted string (words are ``\\w+`` runs, so they hold no quote), so
-    FTS5 operators (``AND``, ``NEAR``, ``*``, ``:``, ``^``, parentheses) are matched as plain words
-    and no input can produce a syntax error. Words are OR-ed: BM25 ranks documents holding more of
-    them first. Very common words are dropped when the query has others.
+    Words are ``\\w+`` runs, so they hold no quote: FTS5 operators (``AND``, ``NEAR``, ``*``, ``:``,
+    ``^``, parentheses) in the input are matched as plain words and no input can produce a syntax
+    error. Very common words are dropped when the query has others.
     """
     words = list(dict.fromkeys(_WORD.findall(text.lower())))
     meaningful = [w for w in words if w not in _STOPWORDS]
-    chosen = (meaningful or words)[:_MAX_QUERY_TERMS]
-    if not chosen:
-        return None
-    return " OR ".join(f'"{word}"' for word in chosen)
+    return [f'"{word}"' for word in (meaningful or words)[:_MAX_QUERY_TERMS]]
+
+
+def fts_query(text: str) -> str | None:
+    """The FTS5 MATCH expression (words OR-ed) for arbitrary user text, or None when it has no words."""
+    words = fts_words(text)
+    return " OR ".join(words) if words else None
