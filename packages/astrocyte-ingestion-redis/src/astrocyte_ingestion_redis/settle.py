@@ -1,0 +1,121 @@
+"""Settling one batch: decode, dead-letter poison, submit, retry transient failures, acknowledge.
+
+An entry is acknowledged only once the sink answered ``stored`` or ``duplicate``, or after it was
+copied to the dead-letter stream (poison, sink rejection, too many deliveries; the copy and the
+acknowledgement are one atomic step). Entries the sink failed transiently are retried with backoff
+while reading pauses; when the driver stops, they are left pending for redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from astrocyte.ingest.sink import IngestMessage, Outcome, Sink
+
+from astrocyte_ingestion_redis.backoff import Backoff
+from astrocyte_ingestion_redis.config import RedisStreamConfig
+from astrocyte_ingestion_redis.decode import PoisonEntry, decode_entry
+from astrocyte_ingestion_redis.group import ConsumerGroup, Delivered
+
+log = logging.getLogger("astrocyte_ingestion_redis")
+
+
+@dataclass(slots=True)
+class SettleHooks:
+    """How a batch tells the driver it is backing off (pause reading) or recovered.
+
+    ``backing_off(outcome, delay, first)`` is called before every wait (``first`` on the first of a
+    batch); ``recovered()`` once after a batch that backed off is done."""
+
+    backing_off: Callable[[Outcome, float, bool], None]
+    recovered: Callable[[], None]
+    stopping: asyncio.Event
+
+
+class BatchSettler:
+    """Settles batches for one driver instance."""
+
+    def __init__(
+        self, group: ConsumerGroup, sink: Sink, config: RedisStreamConfig, hooks: SettleHooks
+    ) -> None:
+        self.group = group
+        self.sink = sink
+        self.config = config
+        self.hooks = hooks
+
+    async def settle(self, batch: Sequence[Delivered]) -> None:
+        """Settle every entry of ``batch`` (entry order per stream is kept for the sink)."""
+        ready: list[tuple[Delivered, IngestMessage]] = []
+        deleted: list[Delivered] = []
+        for item in batch:
+            if not item.fields:  # deleted from the stream while pending: nothing left to store
+                deleted.append(item)
+            elif item.deliveries > self.config.max_deliveries:
+                await self.group.dead_letter(
+                    item,
+                    "max_deliveries_exceeded",
+                    f"delivered {item.deliveries} times (max_deliveries is {self.config.max_deliveries})",
+                )
+            else:
+                try:
+                    ready.append(
+                        (item, decode_entry(item.stream, item.entry_id, item.fields, self.config.fields))
+                    )
+                except PoisonEntry as poison:
+                    await self.group.dead_letter(item, poison.code, poison.reason)
+        await self.group.ack(deleted)
+        await self._submit_until_settled(ready)
+
+    async def _submit_until_settled(self, todo: list[tuple[Delivered, IngestMessage]]) -> None:
+        backoff = Backoff(self.config.backoff_initial_ms / 1000, self.config.backoff_max_ms / 1000)
+        failing = False
+        try:
+            while todo:
+                outcomes = await self._submit([message for _, message in todo])
+                retry = await self._apply(todo, outcomes)
+                if not retry:
+                    return
+                if self.hooks.stopping.is_set():
+                    return  # leave them pending: redelivered to whoever reads next
+                first = outcomes[next(i for i, o in enumerate(outcomes) if o.status == "failed")]
+                delay = max(backoff.next(), max((o.retry_after or 0.0) for o in outcomes))
+                self.hooks.backing_off(first, delay, not failing)
+                failing = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.hooks.stopping.wait(), timeout=delay)
+                todo = retry
+        finally:
+            if failing:
+                self.hooks.recovered()
+
+    async def _submit(self, messages: list[IngestMessage]) -> list[Outcome]:
+        try:
+            outcomes = await self.sink.submit(messages)
+        except Exception as exc:  # a sink must not raise; if it does, retrying is safe, dropping is not
+            log.warning("ingest sink raised %s; retrying the batch", type(exc).__name__)
+            return [Outcome.failed("sink_error", f"sink raised {type(exc).__name__}")] * len(messages)
+        if len(outcomes) != len(messages):
+            return [Outcome.failed("sink_error", "the sink answered the wrong number of outcomes")] * len(
+                messages
+            )
+        return outcomes
+
+    async def _apply(
+        self, todo: list[tuple[Delivered, IngestMessage]], outcomes: Sequence[Outcome]
+    ) -> list[tuple[Delivered, IngestMessage]]:
+        """Dead-letter rejections, acknowledge stored/duplicate, return what must be retried."""
+        retry: list[tuple[Delivered, IngestMessage]] = []
+        settled: list[Delivered] = []
+        for pair, outcome in zip(todo, outcomes, strict=True):
+            if outcome.status == "failed":
+                retry.append(pair)
+            elif outcome.status == "rejected":
+                await self.group.dead_letter(pair[0], outcome.code or "rejected", outcome.reason or "")
+            else:
+                settled.append(pair[0])
+        await self.group.ack(settled)
+        return retry
