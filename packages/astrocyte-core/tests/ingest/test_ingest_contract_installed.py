@@ -67,3 +67,10 @@ async def test_hook_answering_none_skips_for_a_missing_service(monkeypatch: pyte
 
     with pytest.raises(pytest.skip.Exception, match="not configured"):
         await contract_harness_for(Unconfigured)
+
+
+async def test_passive_drivers_are_skipped() -> None:
+    from astrocyte.ingest.webhook import WebhookDriver
+
+    with pytest.raises(pytest.skip.Exception, match="passive"):
+        await contract_harness_for(WebhookDriver)

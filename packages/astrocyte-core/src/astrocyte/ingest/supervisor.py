@@ -301,6 +301,8 @@ class IngestSupervisor:
             runner.request_stop(deadline)
             if runner.task is not None:
                 tasks.append(runner.task)
+            else:
+                runner.health.state = "stopped"
         if not tasks:
             return
         done, pending = await asyncio.wait(tasks, timeout=deadline + 3 * STOP_GRACE_SECONDS)

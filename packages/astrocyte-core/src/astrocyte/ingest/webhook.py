@@ -209,6 +209,7 @@ class WebhookDriver:
     """
 
     source_type: ClassVar[Literal["stream", "poll"]] = "stream"
+    passive: ClassVar[bool] = True  # nothing to consume: the contract kit skips it
 
     def __init__(self, source_id: str, config: WebhookSettings, *, sink: Sink) -> None:
         self.source_id = source_id

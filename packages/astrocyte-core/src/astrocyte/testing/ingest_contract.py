@@ -18,7 +18,8 @@ in the ``astrocyte.ingest_stream_drivers`` and ``astrocyte.ingest_poll_drivers``
 groups. A driver takes part by defining a classmethod ``contract_harness() -> IngestHarness |
 None`` (may be ``async``). Return ``None`` when the transport's test service is not configured
 (for example ``ASTROCYTE_TEST_REDIS_URL`` unset): the tests then skip locally and fail under
-``CI``. :func:`contract_harness_for` and :func:`installed_ingest_drivers` resolve this.
+``CI``. :func:`contract_harness_for` and :func:`installed_ingest_drivers` resolve this. A
+*passive* driver (``passive = True``, like the webhook driver the gateway feeds) is skipped.
 
 What the kit pins down beyond the protocol's docstrings:
 
@@ -579,6 +580,12 @@ async def contract_harness_for(driver_class: type[Any]) -> IngestHarness:
     ``CI``) when the hook answers ``None``.
     """
     name = f"{driver_class.__module__}.{driver_class.__qualname__}"
+    if getattr(driver_class, "passive", False):
+        import pytest
+
+        pytest.skip(
+            f"{name} is passive (fed by the gateway, not a transport): nothing for the kit to consume"
+        )
     hook = getattr(driver_class, "contract_harness", None)
     if not callable(hook):
         raise ContractViolation(
