@@ -19,6 +19,8 @@ class FlakyDriverConfig(DriverConfig):
     crashes: int = 0  # start() raises this many times (per source id) before it works
     fatal_reports: int = 0  # health() says failed this many times (per source id) before it works
     stop_hangs: bool = False  # stop() ignores its deadline
+    run_in_start: bool = False  # start() runs the consume loop until stopped
+    die_after: float | None = None  # with run_in_start: the loop raises after this many seconds (once)
 
 
 class FlakyDriver:
@@ -32,6 +34,7 @@ class FlakyDriver:
         self.config = config
         self.sink = sink
         self.state: DriverState = "starting"
+        self._stopped = asyncio.Event()
 
     @classmethod
     def validate_config(cls, mapping: Mapping[str, Any]) -> FlakyDriverConfig:
@@ -42,11 +45,20 @@ class FlakyDriver:
         if STARTS[self.source_id] <= self.config.crashes:
             raise RuntimeError("boom")
         self.state = "running"
+        if self.config.run_in_start:
+            await self._consume()
+
+    async def _consume(self) -> None:
+        if self.config.die_after is not None and STARTS[self.source_id] == 1:
+            await asyncio.sleep(self.config.die_after)
+            raise ConnectionResetError("consumer loop died")
+        await self._stopped.wait()
 
     async def stop(self, deadline: float) -> None:
         if self.config.stop_hangs:
             await asyncio.sleep(3600)
         self.state = "stopped"
+        self._stopped.set()
 
     async def health(self) -> DriverHealth:
         if self.state == "running" and self.fatal_seen[self.source_id] < self.config.fatal_reports:

@@ -183,3 +183,18 @@ async def test_a_driver_that_cannot_be_built_is_retried(memory_brain, registry) 
     async with sup:
         await eventually("two failed builds", lambda: sup.health().sources["nobuild"].restarts >= 2)
     assert sup.health().sources["nobuild"].last_error == "build: ValueError: cannot build"
+
+
+async def test_a_start_that_runs_until_stopped_is_supervised(memory_brain, registry) -> None:
+    STARTS.pop("loop", None)
+    sources = {"loop": {"type": "stream", "driver": FLAKY, "run_in_start": True, "die_after": 0.2}}
+    sup = supervisor(memory_brain, registry, sources)
+    async with sup:
+        await eventually(
+            "the loop to die and be restarted", lambda: sup.health().sources["loop"].restarts == 1
+        )
+        await eventually("running again", lambda: sup.health().sources["loop"].healthy)
+        assert sup.health().sources["loop"].last_error == "crashed: ConnectionResetError: consumer loop died"
+        began = time.monotonic()
+    assert time.monotonic() - began < 2.0  # stop() made the long-running start() return
+    assert sup.health().sources["loop"].state == "stopped" and STARTS["loop"] == 2
