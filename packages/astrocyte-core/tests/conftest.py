@@ -7,28 +7,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from astrocyte.brain import Astrocyte
+from fixtures.engine import ENGINE_STORES, store_config
 from fixtures.openai_server import FakeOpenAIServer
-
-ENGINE_STORES = ["memory", "sqlite"]
-
-
-def store_config(kind: str, tmp_path: Path) -> dict[str, Any]:
-    """The config mapping that selects ``kind`` as the store."""
-    if kind == "sqlite":
-        if importlib.util.find_spec("astrocyte.stores.sqlite") is None:
-            if os.environ.get("CI"):
-                pytest.fail("the sqlite store is missing (astrocyte.stores.sqlite)")
-            pytest.skip("the sqlite store has not landed yet")
-        return {"store": "sqlite", "store_config": {"path": str(tmp_path / "astrocyte.db")}}
-    return {"store": kind}
 
 
 @pytest.fixture(params=ENGINE_STORES)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from astrocyte.brain import Astrocyte
 from astrocyte.reflect import NO_MEMORIES_ANSWER
-from conftest import store_config
+from fixtures.engine import store_config
 from fixtures.openai_server import FakeOpenAIServer, Reply
 
 

@@ -11,7 +11,7 @@ from astrocyte.brain import Astrocyte
 from astrocyte.config import parse_config
 from astrocyte.errors import AstrocyteError, ConfigError, TooLargeError, ValidationError
 from astrocyte.types import RetainRequest, RetainResult
-from conftest import store_config
+from fixtures.engine import store_config
 from fixtures.openai_server import FakeOpenAIServer, Reply
 
 
