@@ -87,6 +87,7 @@ class IngestHarness(abc.ABC):
     """
 
     poison_kinds: ClassVar[tuple[str, ...]] = POISON_KINDS
+    contract_settings: ClassVar[ContractSettings] = ContractSettings()  # used when a run names none
 
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Prepare a fresh namespace; called before each check."""
@@ -515,7 +516,7 @@ CHECKS: dict[str, Callable[[IngestHarness, ContractSettings], Awaitable[None]]] 
 
 async def run_check(harness: IngestHarness, name: str, settings: ContractSettings | None = None) -> None:
     """Run one check (by name in :data:`CHECKS`) between ``setup`` and ``teardown``, bounded in time."""
-    settings = settings or ContractSettings()
+    settings = settings or harness.contract_settings
     await harness.setup()
     try:
         async with asyncio.timeout(settings.timeout * 4):
