@@ -139,8 +139,10 @@ class SQLiteStoreConfig(BaseModel):
         description="banks or filtered candidate sets up to this many vectors are searched exactly",
     )
     keyword_rank_window: int = Field(
-        default=1000, ge=1, description="keyword queries matching more chunks than this rank the most recent "
-        "this many plus the chunks holding every word"
+        default=1000,
+        ge=1,
+        description="keyword queries matching more chunks than this rank the most recent "
+        "this many plus the chunks holding every word",
     )
     index_snapshot: bool = Field(default=True, description="save the vector index beside the file on close")
 
@@ -208,7 +210,7 @@ class SQLiteStore:
 
     def _open_sync(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = self._connect()
+        self._writer = self._connect(cache_kib=32_768)
         self._writer.executescript(_SCHEMA)
         meta = dict(self._writer.execute("SELECT key, value FROM store_meta").fetchall())
         self._dimension = int(meta["dimension"]) if meta.get("dimension") is not None else None
@@ -217,17 +219,18 @@ class SQLiteStore:
         if not (self._settings.index_snapshot and self._index.load(self._snapshot_dir, self._generation)):
             self._rebuild_index()
         for _ in range(self._settings.read_connections):
-            conn = self._connect()
+            conn = self._connect(cache_kib=8_192)
             self._reader_conns.append(conn)
             self._readers.put(conn)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, cache_kib: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self._settings.busy_timeout_ms)}")
         conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode survives application crashes; only an OS crash can lose the last commits.
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA cache_size = -65536")
+        # Page caches are per connection; readers keep theirs small and share the OS page cache.
+        conn.execute(f"PRAGMA cache_size = -{cache_kib}")
         conn.execute("PRAGMA temp_store = MEMORY")
         return conn
 
@@ -782,7 +785,7 @@ def _keyword_search_sync(
     cut = conn.execute(
         f"SELECT chunks_fts.rowid {scope} WHERE chunks_fts MATCH ? AND {where} "
         "ORDER BY chunks_fts.rowid DESC LIMIT 1 OFFSET ?",
-        [any_word, *params, window - 1],
+        [any_word, *params, max(window, k) - 1],  # the window must hold k chunks to return k
     ).fetchone()
     if cut is None:
         ranked = conn.execute(f"{base} ORDER BY 2, 1 LIMIT ?", [any_word, *params, k]).fetchall()

@@ -1,0 +1,339 @@
+"""Behaviour specific to the SQLite store: persistence, the vector index, FTS5 query safety.
+
+The generic behaviour every store shares is in ``tests/contract/test_store_contract_sqlite.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from astrocyte.errors import ConfigError, ValidationError
+from astrocyte.stores.sqlite import SQLiteStore, fts_query, fts_words
+from astrocyte.testing._helpers import at, make_record, normalised, unit_vector
+from astrocyte.types import ForgetSelector, SearchFilters
+
+NO_FILTERS = SearchFilters()
+OpenStore = Callable[..., Awaitable[SQLiteStore]]
+
+
+@pytest.fixture
+async def open_store(tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Open stores on one file in ``tmp_path`` (config overrides as keywords); closes them all."""
+    opened: list[SQLiteStore] = []
+
+    async def factory(**overrides: Any) -> SQLiteStore:
+        store = SQLiteStore({"path": str(tmp_path / "sub" / "dir" / "astrocyte.db"), **overrides})
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        await store.close()
+
+
+def _ids(hits: list[Any]) -> set[str]:
+    return {hit.memory_id for hit in hits}
+
+
+def _exact_top(records: list[Any], query: np.ndarray, k: int) -> list[str]:
+    scored = sorted(records, key=lambda r: -float(r.chunks[0].embedding @ query))
+    return [r.memory_id for r in scored[:k]]
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_validate_config_names_unknown_and_ill_typed_keys() -> None:
+    with pytest.raises(ConfigError) as caught:
+        SQLiteStore.validate_config({"path": "x.db", "pathh": "y", "busy_timeout_ms": "soon"})
+    assert "pathh" in caught.value.message and "busy_timeout_ms" in caught.value.message
+    with pytest.raises(ConfigError):
+        SQLiteStore.validate_config({})
+    SQLiteStore.validate_config({"path": "x.db", "index_dtype": "f32", "exact_search_max": 0})
+
+
+async def test_open_creates_parent_directories_and_uses_wal(open_store: OpenStore, tmp_path: Path) -> None:
+    store = await open_store()
+    assert (tmp_path / "sub" / "dir" / "astrocyte.db").exists()
+    mode = await store._read(lambda conn: conn.execute("PRAGMA journal_mode").fetchone()[0])
+    assert mode == "wal"
+    health = await store.health()
+    assert health.healthy and health.latency_ms is not None
+
+
+# -- persistence and the index ---------------------------------------------------------------------
+
+
+async def test_reopen_rebuilds_the_index_from_the_file(open_store: OpenStore, tmp_path: Path) -> None:
+    first = await open_store(index_snapshot=False)
+    records = [make_record("b", f"persisted {i}", tags=["t"], retained_at=at(i)) for i in range(50)]
+    await first.insert(records)
+    await first.close()
+    assert not (tmp_path / "sub" / "dir" / "astrocyte.db.vectors").exists()
+
+    second = await open_store(exact_search_max=0)  # force the HNSW path on the rebuilt index
+    assert second._index.size(["b"]) == 50
+    for target in (records[0], records[31]):
+        hits = await second.vector_search(["b"], target.chunks[0].embedding, 3, NO_FILTERS)
+        assert hits[0].memory_id == target.memory_id
+        assert hits[0].tags == ("t",) and hits[0].retained_at == target.retained_at
+    stats = await second.bank_stats("b")
+    assert (stats.memory_count, stats.oldest_retained_at, stats.newest_retained_at) == (50, at(0), at(49))
+
+
+async def test_a_snapshot_older_than_the_file_is_not_trusted(open_store: OpenStore, tmp_path: Path) -> None:
+    first = await open_store()
+    old = make_record("b", "written before the snapshot")
+    await first.insert([old])
+    await first.close()  # snapshot at this generation
+    assert (tmp_path / "sub" / "dir" / "astrocyte.db.vectors" / "manifest.json").exists()
+
+    # A later writer that never saves a snapshot (as after a crash) leaves it stale.
+    second = await open_store(index_snapshot=False)
+    new = make_record("b", "written after the snapshot")
+    await second.insert([new])
+    await second.forget("b", ForgetSelector(memory_ids=(old.memory_id,)))
+    await second.close()
+
+    third = await open_store()
+    assert third._index.size(["b"]) == 1
+    hits = await third.vector_search(["b"], new.chunks[0].embedding, 5, NO_FILTERS)
+    assert _ids(hits) == {new.memory_id}
+
+
+async def test_dimension_mismatch_writes_nothing_and_the_dimension_persists(open_store: OpenStore) -> None:
+    store = await open_store()
+    await store.insert([make_record("b", "sets sixteen dimensions")])
+    bad = make_record("fresh", "too long", dim=17, idempotency_key="k")
+    with pytest.raises(ValidationError) as caught:
+        await store.insert([make_record("fresh", "fine", idempotency_key="k2"), bad])
+    assert caught.value.code == "embedding_dimension_mismatch"
+    await store.close()
+
+    reopened = await open_store()
+    assert await reopened.list_banks() == ["b"]
+    with pytest.raises(ValidationError):
+        await reopened.insert([bad])
+    with pytest.raises(ValidationError):
+        await reopened.vector_search(["b"], unit_vector("q", dim=17), 3, NO_FILTERS)
+
+
+async def test_forget_and_delete_bank_remove_vectors_from_the_index(open_store: OpenStore) -> None:
+    store = await open_store(exact_search_max=0)
+    records = [make_record("b", f"doomed {i}", tags=["even" if i % 2 else "odd"]) for i in range(40)]
+    await store.insert(records)
+    await store.insert([make_record("other", "bystander")])
+    assert await store.forget("b", ForgetSelector(tags=("even",))) == 20
+    assert store._index.size(["b"]) == 20
+    hits = await store.vector_search(["b"], records[1].chunks[0].embedding, 40, NO_FILTERS)
+    assert len(hits) == 20 and records[1].memory_id not in _ids(hits)
+    assert await store.keyword_search(["b"], "doomed", 40, NO_FILTERS) != []
+    assert await store.delete_bank("b") == 20
+    assert store._index.size(["b"]) == 0 and store._index.size(["other"]) == 1
+    assert await store.keyword_search(["b"], "doomed", 40, NO_FILTERS) == []
+
+
+async def test_heavy_deletion_rebuilds_the_bank_graph(open_store: OpenStore) -> None:
+    store = await open_store(exact_search_max=8)
+    records = [make_record("b", f"churn {i}") for i in range(60)]
+    await store.insert(records)
+    await store.forget("b", ForgetSelector(memory_ids=tuple(r.memory_id for r in records[:50])))
+    assert not store._index.needs_rebuild("b")
+    survivor = records[55]
+    hits = await store.vector_search(["b"], survivor.chunks[0].embedding, 1, NO_FILTERS)
+    assert hits[0].memory_id == survivor.memory_id
+
+
+# -- concurrency -----------------------------------------------------------------------------------
+
+
+async def test_two_store_instances_on_one_file_never_duplicate_a_key(open_store: OpenStore) -> None:
+    # Two writer connections (as two processes would have) race on the same keys.
+    first, second = await open_store(), await open_store()
+
+    async def writer(store: SQLiteStore, label: str) -> list[tuple[str, bool]]:
+        results = []
+        for i in range(30):
+            (outcome,) = await store.insert([make_record("race", f"{label} {i}", idempotency_key=f"key-{i}")])
+            results.append((outcome.memory_id, outcome.deduplicated))
+        return results
+
+    a, b = await asyncio.gather(writer(first, "first"), writer(second, "second"))
+    assert await first.count(["race"], NO_FILTERS) == 30
+    for (id_a, dup_a), (id_b, dup_b) in zip(a, b, strict=True):
+        assert id_a == id_b and dup_a != dup_b
+
+
+async def test_reads_run_while_a_large_batch_is_written(open_store: OpenStore) -> None:
+    store = await open_store()
+    await store.insert([make_record("b", "already there")])
+    batch = [make_record("b", f"bulk {i}") for i in range(2000)]
+    write = asyncio.create_task(store.insert(batch))
+    counts = []
+    while not write.done():
+        counts.append(await store.count(["b"], NO_FILTERS))
+        await asyncio.sleep(0)
+    await write
+    # Readers saw the old state or the new one, never a half-written batch.
+    assert set(counts) <= {1, 2001}
+    assert await store.count(["b"], NO_FILTERS) == 2001
+
+
+# -- keyword search ----------------------------------------------------------------------------------
+
+NASTY = (
+    "",
+    " ",
+    '"',
+    '""',
+    "'",
+    "\\",
+    '"zebra',
+    'zebra"',
+    "zebra*",
+    "*",
+    "^zebra",
+    "-zebra",
+    "+",
+    "a + b",
+    "NEAR(zebra crossing, 2)",
+    "zebra NOT crossing",
+    "AND",
+    "OR OR OR",
+    "(",
+    ")",
+    "((zebra)",
+    "{text}: zebra",
+    "text:zebra",
+    "chunks_fts:zebra",
+    "rank:1",
+    "zebra; DROP TABLE chunks; --",
+    "%",
+    "_",
+    "?",
+    "?1",
+    ":name",
+    "\x00zebra",
+    "zebra\x00crossing",
+    "zébra",
+    "ZEBRA",
+    "斑马 crossing",
+    "🦓 zebra 🦓",
+    "zebra\ncrossing\t",
+    "snake_case_word",
+    "o'neill's zebra",
+    "x" * 5000,
+    " ".join(f"w{i}" for i in range(500)),
+    "\u200b",
+)
+
+
+@pytest.mark.parametrize("query", NASTY)
+def test_fts_words_are_always_safely_quoted(query: str) -> None:
+    words = fts_words(query)
+    assert len(words) <= 32
+    for word in words:
+        assert word.startswith('"') and word.endswith('"') and '"' not in word[1:-1]
+    assert (fts_query(query) is None) == (not words)
+
+
+async def test_keyword_search_answers_any_input_without_sql_errors(open_store: OpenStore) -> None:
+    store = await open_store()
+    await store.insert(
+        [
+            make_record("b", "zebra crossing near the station"),
+            make_record("b", "Zébra café in Zürich"),
+            make_record("b", "斑马 means zebra"),
+        ]
+    )
+    for query in NASTY:
+        hits = await store.keyword_search(["b"], query, 5, NO_FILTERS)
+        assert isinstance(hits, list)
+    # Operators are plain words, diacritics and case fold, and scores are higher-is-better.
+    near = await store.keyword_search(["b"], "NEAR(zebra crossing)", 5, NO_FILTERS)
+    assert near[0].text == "zebra crossing near the station"
+    assert [h.score for h in near] == sorted((h.score for h in near), reverse=True)
+    assert {h.text for h in await store.keyword_search(["b"], "ZURICH cafe", 5, NO_FILTERS)} == {
+        "Zébra café in Zürich"
+    }
+    assert len(await store.keyword_search(["b"], "斑马", 5, NO_FILTERS)) == 1
+
+
+async def test_broad_keyword_queries_still_rank_chunks_with_every_word_first(open_store: OpenStore) -> None:
+    # More matches than the rank window: the best (both words) must still come first, even when old.
+    store = await open_store(keyword_rank_window=20)
+    best = make_record("b", "heron kingfisher pond", retained_at=at(0))
+    await store.insert([best])
+    await store.insert([make_record("b", f"heron number {i}", retained_at=at(i + 1)) for i in range(100)])
+    await store.insert(
+        [make_record("b", f"kingfisher number {i}", retained_at=at(i + 1)) for i in range(100)]
+    )
+    hits = await store.keyword_search(["b"], "heron kingfisher", 10, NO_FILTERS)
+    assert hits[0].memory_id == best.memory_id and len(hits) == 10
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    tagged = await store.keyword_search(["b"], "heron", 200, SearchFilters(start=at(50)))
+    assert len(tagged) == 51 and all(h.retained_at >= at(50) for h in tagged)
+
+
+# -- filters on the ANN path ---------------------------------------------------------------------------
+
+
+async def test_filters_after_ann_over_fetch_return_k_correct_hits(open_store: OpenStore) -> None:
+    # exact_search_max=16: filters matching more than 16 chunks go through HNSW with over-fetch.
+    store = await open_store(exact_search_max=16)
+    query = unit_vector("the query")
+    near = [
+        make_record("b", f"near {i}", tags=["common"], embedding=normalised(query + 0.3 * unit_vector(i)))
+        for i in range(300)
+    ]
+    # The tagged records all point away from the query: the nearest neighbours are all untagged,
+    # so only widening the search finds them.
+    far = [
+        make_record(
+            "b",
+            f"far {i}",
+            tags=["rare", "x"],
+            embedding=normalised(-query + 0.5 * unit_vector(f"f{i}")),
+            occurred_at=at(i),
+        )
+        for i in range(40)
+    ]
+    await store.insert(near + far)
+    hits = await store.vector_search(["b"], query, 5, SearchFilters(tags=("rare", "x")))
+    assert len(hits) == 5 and _ids(hits) <= {r.memory_id for r in far}
+    assert [h.memory_id for h in hits] == _exact_top(far, query, 5)
+
+    window = SearchFilters(tags=("rare",), start=at(10), end=at(30))
+    hits = await store.vector_search(["b"], query, 50, window)
+    assert _ids(hits) == {r.memory_id for r in far[10:30]}  # start inclusive, end exclusive
+    assert await store.count(["b"], window) == 20
+
+
+async def test_selective_filters_use_an_exact_scan(open_store: OpenStore) -> None:
+    store = await open_store(exact_search_max=64)
+    records = [make_record("b", f"item {i}", tags=["pick"] if i % 50 == 0 else []) for i in range(1000)]
+    await store.insert(records)
+    picked = [r for r in records if "pick" in r.tags]
+    query = unit_vector("selective")
+    hits = await store.vector_search(["b"], query, 10, SearchFilters(tags=("pick",)))
+    assert [h.memory_id for h in hits] == _exact_top(picked, query, 10)
+    expected = [float(r.chunks[0].embedding @ query) for r in picked]
+    assert [round(h.score, 4) for h in hits] == [round(s, 4) for s in sorted(expected, reverse=True)[:10]]
+
+
+async def test_multi_bank_search_merges_each_bank_index(open_store: OpenStore) -> None:
+    store = await open_store(exact_search_max=0)
+    banks = {name: [make_record(name, f"{name} {i}") for i in range(30)] for name in ("a", "b", "c")}
+    for records in banks.values():
+        await store.insert(records)
+    query = unit_vector("multi")
+    hits = await store.vector_search(["a", "c", "a"], query, 8, NO_FILTERS)
+    assert {h.bank_id for h in hits} <= {"a", "c"}
+    assert [h.memory_id for h in hits] == _exact_top(banks["a"] + banks["c"], query, 8)
+    assert await store.count(["a", "c"], NO_FILTERS) == 60
