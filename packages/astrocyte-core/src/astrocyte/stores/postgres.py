@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import numpy as np
 from pgvector.asyncpg import register_vector
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -55,7 +55,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 _INSERT_ATTEMPTS = 3
 _MAX_QUERY_WORDS = 64
 # Matches ranked per keyword-search stage; bounds the cost of queries made of very common words.
-_KEYWORD_CANDIDATES = 500
+_KEYWORD_CANDIDATES = 100
 _HIT_COLUMNS = (
     "n.bank_id, n.memory_id, n.chunk_index, n.text, n.score, m.tags, m.metadata, "
     "m.occurred_at, m.retained_at, m.source"
@@ -186,7 +186,7 @@ class PostgresStore:
             return
         try:
             await asyncio.wait_for(pool.close(), timeout=10)
-        except (TimeoutError, *_UNAVAILABLE):
+        except _UNAVAILABLE:  # TimeoutError is an OSError
             pool.terminate()
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
@@ -195,17 +195,14 @@ class PostgresStore:
 
     def _unavailable(self, exc: BaseException) -> ProviderUnavailableError:
         return ProviderUnavailableError(
-            f"postgres store unavailable ({_describe(exc)}); check that the database is reachable",
-            code="store_unavailable",
+            f"postgres store unavailable ({_describe(exc)}); check that the database is reachable"
         )
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection; driver errors leave as Astrocyte errors, never raw asyncpg ones."""
         if self._pool is None:
-            raise ProviderUnavailableError(
-                "postgres store is not open; call open() first", code="store_closed"
-            )
+            raise ProviderUnavailableError("postgres store is not open; call open() first")
         try:
             async with self._pool.acquire() as conn:
                 yield conn
@@ -303,7 +300,8 @@ class PostgresStore:
             raise ValidationError(
                 "forget needs memory_ids, tags, before, or all_", code="forget_selector_empty"
             )
-        clauses, args = ["bank_id = $1"], [bank_id]
+        clauses: list[str] = ["bank_id = $1"]
+        args: list[Any] = [bank_id]
         if selector.memory_ids:
             args.append(list(selector.memory_ids))
             clauses.append(f"memory_id = ANY(${len(args)}::text[])")
@@ -357,12 +355,12 @@ class PostgresStore:
         Chunks containing every query word (after stemming and stop words) rank first, scored
         ``1 + r``; when there are fewer than ``k`` of them, chunks containing any word follow,
         scored ``r`` (``r`` is ``ts_rank_cd`` normalised into [0, 1)). Each stage ranks at most
-        ``_KEYWORD_CANDIDATES`` matches, so a query of very common words costs the same as any other.
+        ``max(4 * k, _KEYWORD_CANDIDATES)`` matches, so a query of very common words stays cheap.
         """
         words = _query_words(query)
         if k <= 0 or not bank_ids or not words:
             return []
-        cap = max(_KEYWORD_CANDIDATES, k)
+        cap = max(_KEYWORD_CANDIDATES, 4 * k)
         where, args = _filter_sql("c", bank_ids, filters, [" ".join(words), " or ".join(words), k, cap])
         async with self._connection() as conn:
             rows = await conn.fetch(_keyword_sql(where), *args)
@@ -420,16 +418,18 @@ class PostgresStore:
     async def health(self) -> ComponentHealth:
         """``SELECT 1`` round trip; a down database reports unhealthy instead of raising."""
         if self._pool is None:
-            return ComponentHealth(self.name, False, detail="store is not open")
+            return ComponentHealth("store", False, detail="postgres: store is not open")
         started = time.perf_counter()
         try:
             async with asyncio.timeout(min(self._config.command_timeout, 5.0)):
                 async with self._pool.acquire() as conn:
                     await conn.fetchval("SELECT 1")
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-            return ComponentHealth(self.name, False, detail=f"database unreachable: {_describe(exc)}")
+            return ComponentHealth("store", False, detail=f"postgres: database unreachable: {_describe(exc)}")
         latency = (time.perf_counter() - started) * 1000
-        return ComponentHealth(self.name, True, latency_ms=round(latency, 3))
+        return ComponentHealth(
+            "store", True, detail=f"postgres schema {self._schema}", latency_ms=round(latency, 3)
+        )
 
 
 # -- helpers ---------------------------------------------------------------------------------------
