@@ -3,6 +3,8 @@ process, as in tests)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -33,12 +35,27 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        # Label children cached per label set: ``labels()`` takes a lock and builds a tuple each call.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._operation_children: dict[tuple[str, str], Any] = {}
+
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            if len(self._children) < 10_000:  # label sets are bounded by routes, but stay safe
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def count_operation(self, operation: str, outcome: str) -> None:
-        self.operations.labels(operation, outcome).inc()
+        child = self._operation_children.get((operation, outcome))
+        if child is None:
+            child = self._operation_children[(operation, outcome)] = self.operations.labels(
+                operation, outcome
+            )
+        child.inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from astrocyte_gateway.schemas import ErrorResponse
 
@@ -49,6 +50,17 @@ _SECURITY_SCHEMES = {
 _PUBLIC_PREFIXES = ("/live", "/health", "/metrics", "/v1/ingest/webhook/")
 
 
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` declaring a required JSON body of ``model`` for a route that parses its
+    body itself (see :func:`astrocyte_gateway.deps.read_body`)."""
+    _BODY_MODELS[model.__name__] = model
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+_BODY_MODELS: dict[str, type[BaseModel]] = {}
+
+
 def install_openapi(app: FastAPI) -> None:
     """Replace ``app.openapi`` with the decorated, cached schema."""
 
@@ -63,9 +75,13 @@ def install_openapi(app: FastAPI) -> None:
 def build_schema(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {})
-    components.setdefault("schemas", {})["ErrorResponse"] = ErrorResponse.model_json_schema()
+    schemas = components.setdefault("schemas", {})
+    for model in (ErrorResponse, *_BODY_MODELS.values()):
+        described = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(described.pop("$defs", {}))
+        schemas[model.__name__] = described
     for unused in ("HTTPValidationError", "ValidationError"):
-        components["schemas"].pop(unused, None)
+        schemas.pop(unused, None)
     components["securitySchemes"] = _SECURITY_SCHEMES
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():

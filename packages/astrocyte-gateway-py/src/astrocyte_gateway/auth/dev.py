@@ -8,6 +8,7 @@ and each request's own ``server`` address is checked too.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -50,6 +51,7 @@ class DevAuthenticator:
         return None
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
     """True for loopback IPs and for non-IP test transports (no socket at all)."""
     try:

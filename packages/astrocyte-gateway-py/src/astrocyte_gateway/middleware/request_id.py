@@ -3,14 +3,19 @@ that still carries the id."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
-import uuid
+import secrets
 
 from astrocyte_gateway._asgi import ASGIApp, Message, Receive, Scope, Send, header, scope_state, send_error
 
 log = logging.getLogger("astrocyte_gateway.request")
 
+# Generated ids: a random per-process prefix and a counter, unique across replicas and far cheaper
+# than a uuid4 per request.
+_PREFIX = secrets.token_hex(8)
+_COUNTER = itertools.count(1)
 # A client-supplied id is reused only when it is short and plain, so it cannot inject into logs.
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -24,7 +29,9 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         supplied = header(scope, b"x-request-id")
-        request_id = supplied.decode() if supplied and _SAFE_ID.match(supplied) else uuid.uuid4().hex
+        request_id = (
+            supplied.decode() if supplied and _SAFE_ID.match(supplied) else f"{_PREFIX}{next(_COUNTER):08x}"
+        )
         scope_state(scope)["request_id"] = request_id
         raw_id = request_id.encode()
         started = False

@@ -25,7 +25,7 @@ async def banks(request: Request) -> Response:
     brain = brain_of(request)
     result = []
     for bank_id in await brain.list_banks():
-        result.append((await brain.bank_stats(bank_id)).to_dict())
+        result.append(await brain.bank_stats(bank_id))
     return json_response({"banks": result})
 
 

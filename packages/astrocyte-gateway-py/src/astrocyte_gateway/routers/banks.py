@@ -30,13 +30,13 @@ async def list_banks(request: Request, context: Caller) -> Response:
 async def create_bank(body: CreateBankBody, request: Request, context: Caller) -> Response:
     request.state.bank_id = body.bank_id
     info = await brain_of(request).create_bank(body.bank_id, context=context)
-    return json_response(info.to_dict(), 201)
+    return json_response(info, 201)
 
 
 @router.get("/{bank_id}", response_model=BankStatsResponse, summary="A bank's statistics")
 async def bank_stats(bank_id: BankId, request: Request, context: Caller) -> Response:
     request.state.bank_id = bank_id
-    return json_response((await brain_of(request).bank_stats(bank_id, context=context)).to_dict())
+    return json_response(await brain_of(request).bank_stats(bank_id, context=context))
 
 
 @router.delete("/{bank_id}", response_model=ForgetResponse, summary="Delete a bank and its memories")
