@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 from astrocyte import Astrocyte
@@ -131,3 +135,24 @@ async def test_limiter_memory_stays_bounded_under_100k_clients() -> None:
     for batch in range(100):
         await asyncio.gather(*(limiter.hit(f"10.{batch}.{i // 256}.{i % 256}", 5.0, 5) for i in range(1000)))
     assert tracked_clients(limiter) == 1000
+
+
+def test_chunked_body_over_the_limit_is_413_on_a_real_server(
+    gateway_process: Any, memory_config: Path
+) -> None:
+    gateway = gateway_process(
+        {"ASTROCYTE_CONFIG_PATH": str(memory_config), "ASTROCYTE_MAX_REQUEST_BODY_BYTES": "4096"}
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/retain HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        chunk = b"x" * 1024
+        with contextlib.suppress(OSError):  # the server may close once it has refused
+            for _ in range(64):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sock.sendall(b"0\r\n\r\n")
+        response = sock.recv(65536)
+    assert response.startswith(b"HTTP/1.1 413"), response[:200]
+    assert b"request_too_large" in response
