@@ -72,6 +72,10 @@ def _add_middleware(app: FastAPI, runtime: GatewayRuntime) -> None:
     if settings.cors_origins:
         app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     app.add_middleware(AccessLogMiddleware, metrics=runtime.metrics, enabled=settings.access_log)
+    if settings.otel_enabled:
+        from astrocyte_gateway.middleware.tracing import TracingMiddleware
+
+        app.add_middleware(TracingMiddleware)
     app.add_middleware(RequestIdMiddleware)
 
 

@@ -6,6 +6,7 @@ the variable, so a misconfigured gateway never starts serving.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import os
@@ -69,6 +70,7 @@ class Settings:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     data_dir: str = "./data"
     access_log: bool = True
+    otel_enabled: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -92,7 +94,8 @@ class Settings:
             "rate_limit_max_clients": _int(env, "ASTROCYTE_RATE_LIMIT_MAX_CLIENTS", 10_000),
             "trusted_proxies": _networks(env.get("ASTROCYTE_TRUSTED_PROXIES", "")),
             "data_dir": env.get("ASTROCYTE_DATA_DIR", "./data"),
-            "access_log": env.get("ASTROCYTE_ACCESS_LOG", "true").lower() not in ("0", "false", "no"),
+            "access_log": _flag(env, "ASTROCYTE_ACCESS_LOG", True),
+            "otel_enabled": _flag(env, "ASTROCYTE_OTEL_ENABLED", False),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
@@ -131,6 +134,10 @@ class Settings:
             raise _err("ASTROCYTE_RATE_LIMIT_REDIS_URL", "the redis rate-limit backend needs a redis:// URL")
         if self.rate_limit_max_clients < 1:
             raise _err("ASTROCYTE_RATE_LIMIT_MAX_CLIENTS", "must be at least 1")
+        if self.otel_enabled and importlib.util.find_spec("opentelemetry") is None:
+            raise _err(
+                "ASTROCYTE_OTEL_ENABLED", "needs OpenTelemetry: pip install 'astrocyte-gateway-py[otel]'"
+            )
 
 
 def _validate_jwt(jwt: JwtSettings) -> None:
@@ -166,6 +173,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise _err(name, f"must be an integer, got {raw!r}") from None
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise _err(name, f"must be true or false, got {raw!r}")
 
 
 def _float_or_none(env: Mapping[str, str], name: str) -> float | None:
