@@ -180,6 +180,24 @@ async def warm_up(brain: Astrocyte) -> None:
     await brain.delete_bank(bank)
 
 
+async def engine_only(brain: Astrocyte, args: argparse.Namespace) -> dict[str, float]:
+    """The engine without Redis, same entries: retain_many in batches of 500, and one retain at a
+    time. The consumers cannot beat these; they show what the driver itself costs."""
+    bank = f"bench-engine-{uuid.uuid4().hex[:8]}"
+    requests = [RetainRequest(content=sentence(i, bank), bank_id=bank) for i in range(args.entries // 2)]
+    began = time.perf_counter()
+    for start in range(0, len(requests), 500):
+        await brain.retain_many(requests[start : start + 500])
+    batched = len(requests) / (time.perf_counter() - began)
+    singles = [sentence(i, bank + "-single") for i in range(args.single_entries)]
+    began = time.perf_counter()
+    for content in singles:
+        await brain.retain(content, bank)
+    single = len(singles) / (time.perf_counter() - began)
+    await brain.delete_bank(bank)
+    return {"retain_many_500_per_s": round(batched, 1), "retain_per_s": round(single, 1)}
+
+
 def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     binary = os.environ.get("ASTROCYTE_TEST_REDIS_SERVER_BIN") or shutil.which("redis-server")
     if not binary:

@@ -11,7 +11,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from astrocyte.ingest.driver import DriverConfig
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 STREAM_ID = re.compile(r"^(\$|\d+(-\d+)?)$")
 NAME = re.compile(r"^\S{1,200}$")
@@ -109,18 +109,36 @@ class RedisStreamConfig(DriverConfig):
             raise ValueError("must be '$' (new entries only), '0' (the whole stream) or an entry id")
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> RedisStreamConfig:
-        if self.tls is not None and urlsplit(self.url).scheme != "rediss":
-            raise ValueError("tls options need a rediss:// url")
-        if self.username and self.username_env:
+    # Cross-key checks sit on the later key (fields validate in declaration order), so the error
+    # names the key to fix.
+    @field_validator("username_env")
+    @classmethod
+    def _one_username(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("username"):
             raise ValueError("set username or username_env, not both")
-        if self.backoff_max_ms < self.backoff_initial_ms:
-            raise ValueError("backoff_max_ms is smaller than backoff_initial_ms")
-        clashes = set(self.streams) & {self.dead_letter_for(s) for s in self.streams}
-        if clashes:
-            raise ValueError(f"dead_letter_stream resolves to a source stream ({sorted(clashes)[0]})")
-        return self
+        return value
+
+    @field_validator("tls")
+    @classmethod
+    def _tls_needs_rediss(cls, value: TlsOptions | None, info: ValidationInfo) -> TlsOptions | None:
+        if value is not None and urlsplit(info.data.get("url", "")).scheme != "rediss":
+            raise ValueError("tls options need a rediss:// url")
+        return value
+
+    @field_validator("dead_letter_stream")
+    @classmethod
+    def _dead_letters_apart(cls, value: str, info: ValidationInfo) -> str:
+        streams = info.data.get("streams") or ()
+        if set(streams) & {value.replace("{stream}", stream) for stream in streams}:
+            raise ValueError("resolves to a source stream; dead letters need a stream of their own")
+        return value
+
+    @field_validator("backoff_max_ms")
+    @classmethod
+    def _backoff_order(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("backoff_initial_ms", 0):
+            raise ValueError("is smaller than backoff_initial_ms")
+        return value
 
     def dead_letter_for(self, stream: str) -> str:
         """The dead-letter stream of ``stream`` (``{stream}`` in the template is replaced)."""
