@@ -55,6 +55,13 @@ def test_payload_form_reads_a_json_object() -> None:
     assert message.occurred_at == datetime.fromtimestamp(1700000000, tz=UTC)
 
 
+def test_payload_form_falls_back_to_entry_fields() -> None:
+    mapping = FieldMapping(metadata_fields=("user",))
+    raw = {b"payload": b'{"content": "hi", "bank_id": "from-json"}', b"bank_id": b"ignored", b"user": b"ana"}
+    message = decode_entry("events", ENTRY_ID, raw, mapping)
+    assert (message.bank_id, message.metadata) == ("from-json", {"user": "ana"})
+
+
 def test_defaults_key_from_stream_and_id_and_time_from_the_id() -> None:
     message = decode_entry("events", ENTRY_ID, {b"content": b"hi", b"tags": b'["a"]'}, DEFAULT)
     assert message.idempotency_key == f"events:{ENTRY_ID}"

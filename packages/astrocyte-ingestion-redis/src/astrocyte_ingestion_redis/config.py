@@ -32,9 +32,9 @@ class FieldMapping(DriverConfig):
     """Where a stream entry keeps each part of a memory.
 
     ``format``: ``fields`` reads each part from its own entry field; ``payload`` reads a JSON object
-    from the ``payload`` field and takes each part from its keys; ``auto`` (default) uses the
-    payload form when the entry has that field, else the fields form. The same names are used as
-    field names and as JSON keys.
+    from the ``payload`` field and takes each part from its keys (a part missing there is read from
+    the entry field of that name); ``auto`` (default) uses the payload form when the entry has that
+    field, else the fields form. The same names are used as field names and as JSON keys.
     """
 
     format: Literal["auto", "fields", "payload"] = "auto"

@@ -57,18 +57,8 @@ def decode_entry(stream: str, entry_id: str, raw: RawFields, mapping: FieldMappi
 
 
 def _values(raw: RawFields, mapping: FieldMapping) -> dict[str, Any]:
-    """The mapped values: JSON-typed in the payload form, strings in the fields form."""
-    payload = raw.get(mapping.payload.encode())
-    if mapping.format == "payload" or (mapping.format == "auto" and payload is not None):
-        if payload is None:
-            raise PoisonEntry("payload_missing", f"the entry has no {mapping.payload!r} field")
-        try:
-            document = json.loads(_text(mapping.payload, payload))
-        except ValueError as exc:
-            raise PoisonEntry("payload_bad_json", f"{mapping.payload!r} is not valid JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise PoisonEntry("payload_not_object", f"{mapping.payload!r} must hold a JSON object")
-        return document
+    """The mapped values: strings from entry fields, overlaid in the payload form by the JSON
+    object's keys (so a producer may put e.g. the bank beside the payload)."""
     wanted = {
         mapping.content,
         mapping.bank,
@@ -77,8 +67,27 @@ def _values(raw: RawFields, mapping: FieldMapping) -> dict[str, Any]:
         mapping.occurred_at,
         *mapping.metadata_fields,
         *(name for name in (mapping.idempotency_key, mapping.principal) if name),
+    } - {mapping.payload}
+    payload = raw.get(mapping.payload.encode())
+    use_payload = mapping.format == "payload" or (mapping.format == "auto" and payload is not None)
+    values: dict[str, Any] = {
+        name: _text(name, raw[name.encode()]) for name in wanted if name.encode() in raw
     }
-    return {name: _text(name, raw[name.encode()]) for name in wanted if name.encode() in raw}
+    if use_payload:
+        values.update(_document(mapping.payload, payload))
+    return values
+
+
+def _document(name: str, payload: bytes | None) -> dict[str, Any]:
+    if payload is None:
+        raise PoisonEntry("payload_missing", f"the entry has no {name!r} field")
+    try:
+        document = json.loads(_text(name, payload))
+    except ValueError as exc:
+        raise PoisonEntry("payload_bad_json", f"{name!r} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise PoisonEntry("payload_not_object", f"{name!r} must hold a JSON object")
+    return document
 
 
 def _text(name: str, value: bytes) -> str:

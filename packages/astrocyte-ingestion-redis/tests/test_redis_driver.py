@@ -1,0 +1,279 @@
+"""Driver behaviour against a real redis-server: pending recovery, delivery limits, dead letters,
+health figures, fatal errors, ACL credentials, and the whole path through the core supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from astrocyte.brain import Astrocyte
+from astrocyte.errors import NotFoundError
+from astrocyte.ingest.supervisor import IngestSupervisor, RestartPolicy
+from astrocyte.testing.ingest_contract import REJECT_PREFIX, ContractSink
+from astrocyte_ingestion_redis import RedisStreamDriver
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, ResponseError
+from redis_server import RedisServer
+
+GROUP = "tests"
+
+
+def make_driver(server: RedisServer, stream: str, sink: Any, **overrides: Any) -> RedisStreamDriver:
+    config = {
+        "url": server.url,
+        "streams": [stream],
+        "group": GROUP,
+        "block_ms": 100,
+        "backoff_initial_ms": 20,
+        "backoff_max_ms": 200,
+        "stats_interval_s": 0.05,
+        **overrides,
+    }
+    return RedisStreamDriver("tests", RedisStreamDriver.validate_config(config), sink=sink)
+
+
+async def eventually(what: str, probe: Callable[[], bool | Awaitable[bool]], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        result = probe()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+class Running:
+    """A started driver, stopped at the end of the ``async with``."""
+
+    def __init__(self, driver: RedisStreamDriver) -> None:
+        self.driver = driver
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RedisStreamDriver:
+        self.task = asyncio.create_task(self.driver.start())
+        return self.driver
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.driver.stop(2.0)
+        assert self.task is not None
+        await asyncio.wait({self.task}, timeout=3.0)
+
+
+async def add(client: Redis, stream: str, content: str, **fields: str) -> str:
+    entry_id = await client.xadd(stream, {"content": content, "bank_id": "tests", **fields})
+    return entry_id.decode()
+
+
+async def dead_letters(client: Redis, stream: str) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in await client.xrange(f"{stream}:dlq")]
+
+
+async def test_own_pending_entries_are_read_first_on_start(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    await redis_client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    for i in range(5):
+        await add(redis_client, stream, f"left-{i}")
+    # A previous run of consumer "pod-0" read them and crashed before acknowledging.
+    await redis_client.xreadgroup(GROUP, "pod-0", {stream: ">"}, count=5)
+    sink = ContractSink()
+    # A claim would wait an hour: only the pending-first read can recover them this fast.
+    async with Running(make_driver(redis_server, stream, sink, consumer="pod-0", claim_idle_ms=3_600_000)):
+        await eventually("the pending entries stored", lambda: len(sink.stored_contents) == 5, within=5)
+    assert (await redis_client.xpending(stream, GROUP))["pending"] == 0
+
+
+async def test_an_entry_delivered_too_often_is_dead_lettered_with_its_attempts(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    await redis_client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    entry_id = await add(redis_client, stream, "crashes every consumer", note="kept")
+    await redis_client.xreadgroup(GROUP, "crashed", {stream: ">"}, count=1)
+    await redis_client.xclaim(stream, GROUP, "crashed", 0, [entry_id], retrycount=7)
+    sink = ContractSink()
+    async with Running(make_driver(redis_server, stream, sink, consumer="crashed", max_deliveries=5)):
+        await eventually("a dead letter", lambda: _has_letters(redis_client, stream, 1))
+    [letter] = await dead_letters(redis_client, stream)
+    assert letter[b"error"] == b"max_deliveries_exceeded"
+    assert int(letter[b"attempts"]) == 8  # seven before, plus this delivery
+    assert letter[b"source_id"] == entry_id.encode() and letter[b"source_stream"] == stream.encode()
+    assert letter[b"orig:content"] == b"crashes every consumer" and letter[b"orig:note"] == b"kept"
+    assert sink.stored_contents == {}
+    assert (await redis_client.xpending(stream, GROUP))["pending"] == 0
+
+
+async def _has_letters(client: Redis, stream: str, count: int) -> bool:
+    return len(await dead_letters(client, stream)) >= count
+
+
+async def test_a_rejected_entry_is_dead_lettered_with_the_sink_reason(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    sink = ContractSink()
+    async with Running(make_driver(redis_server, stream, sink, dead_letter_maxlen=1000)):
+        await add(redis_client, stream, f"{REJECT_PREFIX}nope")
+        await add(redis_client, stream, "fine")
+        await eventually("the good entry stored", lambda: sink.stored_contents["fine"] == 1)
+        await eventually("the rejection dead-lettered", lambda: _has_letters(redis_client, stream, 1))
+    [letter] = await dead_letters(redis_client, stream)
+    assert letter[b"error"] == b"contract_rejected" and letter[b"attempts"] == b"1"
+    assert letter[b"reason"] and letter[b"source"] == b"tests" and letter[b"group"] == GROUP.encode()
+
+
+async def test_health_reports_pending_and_lag(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    sink = ContractSink()
+    sink.gate.clear()
+    for i in range(10):
+        await add(redis_client, stream, f"lagging-{i}")
+    async with Running(make_driver(redis_server, stream, sink, batch_size=4, concurrency=1)) as driver:
+
+        async def figures_are(pending: int, lag: int) -> bool:
+            health = await driver.health()
+            return health.state == "running" and (health.pending, health.lag) == (pending, lag)
+
+        await eventually("4 pending and 6 behind", lambda: figures_are(4, 6))
+        sink.gate.set()
+        await eventually("nothing pending, nothing behind", lambda: figures_are(0, 0))
+
+
+async def test_a_deleted_pending_entry_is_acknowledged(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    await redis_client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    gone = await add(redis_client, stream, "trimmed away")
+    await redis_client.xreadgroup(GROUP, "pod-1", {stream: ">"}, count=1)
+    await redis_client.xdel(stream, gone)
+    sink = ContractSink()
+    async with Running(make_driver(redis_server, stream, sink, consumer="pod-1")):
+        await eventually("the pending list emptied", lambda: _pending_is(redis_client, stream, 0))
+    assert sink.stored_contents == {} and await dead_letters(redis_client, stream) == []
+
+
+async def _pending_is(client: Redis, stream: str, count: int) -> bool:
+    return (await client.xpending(stream, GROUP))["pending"] == count
+
+
+async def test_a_configured_idempotency_field_deduplicates_producer_retries(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    sink = ContractSink()
+    driver = make_driver(redis_server, stream, sink, fields={"idempotency_key": "event_id"})
+    async with Running(driver):
+        await add(redis_client, stream, "sent twice", event_id="evt-1")
+        await add(redis_client, stream, "sent twice", event_id="evt-1")
+        await eventually("both settled", lambda: sink.duplicate_contents["sent twice"] == 1)
+        await eventually("both acknowledged", lambda: _pending_is(redis_client, stream, 0))
+    assert sink.stored_contents["sent twice"] == 1
+    assert sink.keys_by_content["sent twice"] == {"evt-1"}
+
+
+async def test_a_key_that_is_not_a_stream_is_fatal(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    await redis_client.set(stream, "not a stream")
+    driver = make_driver(redis_server, stream, ContractSink())
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await asyncio.wait_for(driver.start(), timeout=10)
+    assert (await driver.health()).state == "failed"
+    await driver.stop(1.0)
+
+
+async def test_a_missing_group_is_fatal_when_the_driver_may_not_create_it(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    await add(redis_client, stream, "exists")
+    driver = make_driver(redis_server, stream, ContractSink(), create_group=False)
+    with pytest.raises(ResponseError):
+        await asyncio.wait_for(driver.start(), timeout=10)
+    assert (await driver.health()).state == "failed"
+    await driver.stop(1.0)
+
+
+@pytest.fixture
+async def acl_user(redis_client: Redis) -> AsyncIterator[str]:
+    await redis_client.execute_command("ACL", "SETUSER", "ingest", "on", ">s3cret-pass", "~*", "+@all")
+    yield "ingest"
+    await redis_client.execute_command("ACL", "DELUSER", "ingest")
+
+
+async def test_acl_credentials_from_the_environment(
+    redis_server: RedisServer,
+    redis_client: Redis,
+    stream: str,
+    acl_user: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TEST_REDIS_USER", acl_user)
+    monkeypatch.setenv("TEST_REDIS_PASSWORD", "s3cret-pass")
+    sink = ContractSink()
+    creds = {"username_env": "TEST_REDIS_USER", "password_env": "TEST_REDIS_PASSWORD"}
+    async with Running(make_driver(redis_server, stream, sink, **creds)):
+        await add(redis_client, stream, "authenticated")
+        await eventually("stored", lambda: sink.stored_contents["authenticated"] == 1)
+    monkeypatch.setenv("TEST_REDIS_PASSWORD", "wrong")
+    refused = make_driver(redis_server, stream, sink, **creds)
+    with pytest.raises(AuthenticationError):
+        await asyncio.wait_for(refused.start(), timeout=10)
+    health = await refused.health()
+    assert health.state == "failed" and "wrong" not in (health.detail or "")
+    await refused.stop(1.0)
+
+
+async def test_entries_become_recallable_through_the_core_supervisor(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    sources = {
+        "agent-events": {
+            "type": "stream",
+            "driver": "redis",
+            "required": True,
+            "bank_template": "user-{user}",
+            "url": redis_server.url,
+            "streams": [stream],
+            "block_ms": 100,
+            "fields": {"metadata_fields": ["user"]},
+        }
+    }
+    async with Astrocyte.from_dict({"store": "memory", "embedder": "hashing"}) as brain:
+        supervisor = IngestSupervisor.from_mapping(
+            brain,
+            sources,
+            poll_interval=0.1,
+            registry=CollectorRegistry(),
+            restart=RestartPolicy(initial_delay=0.1),
+        )
+        async with supervisor:
+            payload = {"content": "Ana's flight to Lisbon leaves at 9", "tags": ["travel"]}
+            await redis_client.xadd(stream, {"payload": json.dumps(payload), "user": "ana"})
+            await redis_client.xadd(stream, {"content": "no user, no bank"})
+
+            async def recallable() -> bool:
+                try:
+                    result = await brain.recall("flight to Lisbon", bank_id="user-ana")
+                except NotFoundError:  # until the first memory creates the bank
+                    return False
+                return any("Lisbon" in hit.text for hit in result.hits)
+
+            await eventually("the memory recallable", recallable)
+            await eventually(
+                "the bankless entry dead-lettered", lambda: _has_letters(redis_client, stream, 1)
+            )
+            await eventually("health settled", lambda: _source_settled(supervisor))
+            health = supervisor.health()
+            assert health.ready and health.sources["agent-events"].counters["rejected"] == 1
+        [hit] = (await brain.recall("flight to Lisbon", bank_id="user-ana")).hits
+        assert hit.tags == ["travel"] and hit.source == "agent-events" and hit.metadata == {"user": "ana"}
+
+
+def _source_settled(supervisor: IngestSupervisor) -> bool:
+    source = supervisor.health().sources["agent-events"]
+    return source.state == "running" and source.pending == 0 and source.lag == 0
