@@ -74,7 +74,7 @@ class PostgresStoreConfig(BaseModel):
     command_timeout: float = Field(default=30.0, gt=0)
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
-    hnsw_ef_search: int = Field(default=40, ge=1, le=1000)
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> PostgresStoreConfig:
