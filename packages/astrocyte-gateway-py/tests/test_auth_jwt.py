@@ -4,6 +4,7 @@ confusion, key rotation (unknown kid refetches), JWKS unreachable (refused)."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -216,3 +217,21 @@ async def test_hs256_shared_secret(brain: Astrocyte) -> None:
         assert (await http.get("/v1/banks", headers=bearer(good))).status_code == 200
         assert_error(await http.get("/v1/banks", headers=bearer(forged)), 401, "jwt_invalid")
         assert_error(await http.get("/v1/banks", headers=bearer("not.a.jwt")), 401, "jwt_invalid")
+
+
+async def test_claim_to_principal_mapping(
+    jwks: Jwks, rsa_key: Any, brain: Astrocyte, caplog: pytest.LogCaptureFixture
+) -> None:
+    jwks.publish("k1", rsa_key)
+    env = env_for(jwks.url, ASTROCYTE_JWT_PRINCIPAL_CLAIM="email", ASTROCYTE_JWT_PRINCIPAL_PREFIX="user:")
+    plain = jwt.encode(claims(email="alice@example.com"), rsa_key, algorithm="RS256", headers={"kid": "k1"})
+    typed = jwt.encode(claims(email="agent:summariser"), rsa_key, algorithm="RS256", headers={"kid": "k1"})
+    with caplog.at_level(logging.INFO, logger="astrocyte_gateway.access"):
+        async with serve(env, brain) as (http, _):
+            assert (await http.get("/v1/banks", headers=bearer(plain))).status_code == 200
+            assert (await http.get("/v1/banks", headers=bearer(typed))).status_code == 200
+    principals = [
+        json.loads(r.getMessage())["principal"] for r in caplog.records if r.name.endswith("access")
+    ]
+    assert principals[-2:] == ["user:alice@example.com", "agent:summariser"]
+    assert plain not in caplog.text  # tokens never reach the log

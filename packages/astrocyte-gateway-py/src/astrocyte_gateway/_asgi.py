@@ -18,7 +18,7 @@ def scope_state(scope: Scope) -> dict[str, Any]:
     state = scope.get("state")
     if state is None:
         state = scope["state"] = {}
-    return state  # type: ignore[no-any-return]
+    return state
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

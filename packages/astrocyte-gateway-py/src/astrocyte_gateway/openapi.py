@@ -73,10 +73,12 @@ def install_openapi(app: FastAPI) -> None:
 
 
 def build_schema(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the gateway's body models, error shape and security schemes."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    for model in (ErrorResponse, *_BODY_MODELS.values()):
+    models: list[type[BaseModel]] = [ErrorResponse, *_BODY_MODELS.values()]
+    for model in models:
         described = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(described.pop("$defs", {}))
         schemas[model.__name__] = described
