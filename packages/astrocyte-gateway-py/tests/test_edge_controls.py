@@ -159,3 +159,13 @@ def test_chunked_body_over_the_limit_is_413_on_a_real_server(
                 response += chunk
     assert response.startswith(b"HTTP/1.1 413"), response[:200]
     assert b"request_too_large" in response
+
+
+async def test_admin_sees_every_bank_even_with_access_control_on() -> None:
+    config = {"store": "memory", "embedder": "hashing", "access_control": {"enabled": True}}
+    async with Astrocyte.from_dict(config) as engine:
+        await engine.store.create_bank("private-bank")
+        async with serve({"ASTROCYTE_ADMIN_TOKEN": "t"}, engine) as (http, _):
+            assert (await http.get("/v1/banks")).json() == {"banks": []}  # dev user has no grant
+            admin = await http.get("/v1/admin/banks", headers={"X-Admin-Token": "t"})
+            assert [b["bank_id"] for b in admin.json()["banks"]] == ["private-bank"]
