@@ -270,18 +270,22 @@ class PostgresStore:
         async with self._connection() as conn:
             for attempt in range(_INSERT_ATTEMPTS):
                 try:
+                    fixed = None
                     async with conn.transaction():
                         if dims is not None and self._dims is None:
-                            self._dims = await schema_mod.fix_dimensions(
+                            fixed = await schema_mod.fix_dimensions(
                                 conn,
                                 self._schema,
                                 dims,
                                 self._config.hnsw_m,
                                 self._config.hnsw_ef_construction,
                             )
-                            if dims != self._dims:
-                                raise _dimension_mismatch(dims, self._dims)
-                        return await _write_records(conn, records)
+                            if dims != fixed:
+                                raise _dimension_mismatch(dims, fixed)
+                        outcomes = await _write_records(conn, records)
+                    if fixed is not None:
+                        self._dims = fixed  # only once committed: a rolled-back attempt fixed nothing
+                    return outcomes
                 except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                     # Concurrent batches touching the same keys in another order; the retry sees
                     # the other writer's rows and resolves them as duplicates.
