@@ -117,14 +117,14 @@ def test_env_references_are_substituted(tmp_path: Path, monkeypatch: pytest.Monk
             "store: ${ASTRO_STORE}\n"
             "embedder_config:\n  dimensions: ${ASTRO_DIMS}\n"
             "recall:\n  rrf_k: ${ASTRO_UNSET:-30}\n"
-            "sources: {s1: {type: stream, topic: 'pre-${ASTRO_STORE}-post', literal: '$${NOT_A_VAR}'}}\n",
+            "recall_authority: {tiers: ['pre-${ASTRO_STORE}-post', '$${NOT_A_VAR}']}\n",
         )
     )
     assert config.store == "memory"
     assert config.embedder_config == {"dimensions": 64}  # whole-value references keep their YAML type
     assert config.recall.rrf_k == 30
-    assert config.sources["s1"]["topic"] == "pre-memory-post"
-    assert config.sources["s1"]["literal"] == "${NOT_A_VAR}"
+    assert config.recall_authority is not None
+    assert config.recall_authority.tiers == ["pre-memory-post", "${NOT_A_VAR}"]
 
 
 def test_missing_env_variable_is_an_error_naming_it_and_where() -> None:
@@ -159,3 +159,10 @@ def test_secrets_do_not_appear_in_the_config_repr() -> None:
 def test_the_shipped_example_config_is_valid() -> None:
     config = load_config(DEFAULT_CONFIG_PATH)
     assert config.store == "sqlite" and config.embedder == "hashing"
+
+
+def test_a_source_with_an_unknown_driver_is_a_start_up_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"store": "memory", "sources": {"s1": {"type": "stream", "driver": "no-such-driver"}}})
+    assert info.value.code == "config_invalid"
+    assert "sources.s1" in info.value.message

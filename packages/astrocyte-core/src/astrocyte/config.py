@@ -184,6 +184,7 @@ def parse_config(mapping: Mapping[str, Any], *, environ: Mapping[str, str] | Non
     except PydanticValidationError as exc:
         raise _config_error(format_pydantic_errors(exc)) from None
     issues.extend(_provider_issues(config))
+    issues.extend(_source_issues(config))
     if issues:
         raise _config_error(issues)
     return config
@@ -277,6 +278,19 @@ def _substitute_str(text: str, environ: Mapping[str, str], path: str, issues: li
         return _lookup(match.group(1), match.group(2), environ, path, issues)
 
     return _ENV_REF.sub(replace, text)
+
+
+def _source_issues(config: AstrocyteConfig) -> list[str]:
+    """Validate ``sources`` through each driver's own schema, so a bad source fails at start-up."""
+    if not config.sources:
+        return []
+    from astrocyte.ingest.config import validate_sources  # ingestion is optional at import time
+
+    try:
+        validate_sources(config.sources)
+    except ConfigError as exc:
+        return [exc.message]
+    return []
 
 
 def _provider_issues(config: AstrocyteConfig) -> list[str]:
