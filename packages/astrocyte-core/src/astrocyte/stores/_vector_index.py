@@ -31,8 +31,8 @@ class IndexSettings:
     bank size up to which search is exact (brute force) instead of through the graph."""
 
     connectivity: int = 16
-    expansion_add: int = 64
-    expansion_search: int = 64
+    expansion_add: int = 40
+    expansion_search: int = 256
     dtype: str = "i8"
     exact_below: int = 4096
 

@@ -130,8 +130,8 @@ class SQLiteStoreConfig(BaseModel):
     busy_timeout_ms: int = Field(default=5000, ge=0)
     read_connections: int = Field(default=4, ge=1, le=64)
     index_connectivity: int = Field(default=16, ge=4, le=128)
-    index_expansion_add: int = Field(default=64, ge=8, le=1024)
-    index_expansion_search: int = Field(default=64, ge=8, le=4096)
+    index_expansion_add: int = Field(default=40, ge=8, le=1024)
+    index_expansion_search: int = Field(default=256, ge=8, le=4096)
     index_dtype: Literal["f32", "f16", "i8"] = "i8"
     exact_search_max: int = Field(
         default=4096,
@@ -151,8 +151,8 @@ class SQLiteStore:
     """The embedded :class:`~astrocyte.providers.Store`: one SQLite file plus an in-memory ANN index.
 
     Config keys: ``path`` (required), ``busy_timeout_ms`` (5000), ``read_connections`` (4), and the
-    vector index knobs ``index_connectivity`` (16), ``index_expansion_add`` (64),
-    ``index_expansion_search`` (64), ``index_dtype`` (``i8``), ``exact_search_max`` (4096),
+    vector index knobs ``index_connectivity`` (16), ``index_expansion_add`` (40),
+    ``index_expansion_search`` (256), ``index_dtype`` (``i8``), ``exact_search_max`` (4096),
     ``keyword_rank_window`` (1000),
     ``index_snapshot`` (true).
     """
