@@ -43,8 +43,19 @@ def _install_package(session: nox.Session, name: str) -> None:
 def _pytest(session: nox.Session, folder: Path, target: Path, *args: str) -> None:
     """pytest on ``target`` with ``folder``'s pytest settings."""
     session.run(
-        "python", "-m", "pytest", str(target), f"--rootdir={folder}", "-c", str(folder / "pyproject.toml"),
-        "-p", "no:cacheprovider", "--timeout=600", "-ra", *args, *session.posargs,
+        "python",
+        "-m",
+        "pytest",
+        str(target),
+        f"--rootdir={folder}",
+        "-c",
+        str(folder / "pyproject.toml"),
+        "-p",
+        "no:cacheprovider",
+        "--timeout=600",
+        "-ra",
+        *args,
+        *session.posargs,
         env={"PYTHONDONTWRITEBYTECODE": "1"},
     )
 
@@ -103,4 +114,3 @@ def _check_wheel_alone(session: nox.Session, name: str, out: Path) -> None:
 def _import_name(dist_name: str) -> str:
     special = {"astrocyte-core": "astrocyte", "astrocyte-gateway-py": "astrocyte_gateway"}
     return special.get(dist_name, dist_name.replace("-", "_"))
-

@@ -1,10 +1,10 @@
 """Astrocyte: long-term memory for AI agents.
 
-    from astrocyte import Astrocyte, AstrocyteContext
+from astrocyte import Astrocyte, AstrocyteContext
 
-    async with Astrocyte.from_config("astrocyte.yaml") as brain:
-        await brain.retain("Alice prefers tea", bank_id="user:alice")
-        result = await brain.recall("what does Alice drink?", bank_id="user:alice")
+async with Astrocyte.from_config("astrocyte.yaml") as brain:
+    await brain.retain("Alice prefers tea", bank_id="user:alice")
+    result = await brain.recall("what does Alice drink?", bank_id="user:alice")
 """
 
 from astrocyte.errors import AstrocyteError
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # noqa: ANN202 - lazy import keeps `import astrocyte` light
+def __getattr__(name: str) -> object:  # lazy: keeps `import astrocyte` light
     if name == "Astrocyte":
         from astrocyte.brain import Astrocyte
 

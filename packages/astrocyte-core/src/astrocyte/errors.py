@@ -75,7 +75,14 @@ class RateLimitedError(AstrocyteError):
     code = "rate_limited"
     http_status = 429
 
-    def __init__(self, message: str, *, retry_after: float, code: str | None = None, details: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ):
         super().__init__(message, code=code, details=details)
         self.retry_after = max(0.0, retry_after)
 
