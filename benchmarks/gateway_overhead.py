@@ -218,7 +218,12 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _load(
-    port: int, concurrency: int, duration: float, make_body: Callable[[], bytes], path: str
+    port: int,
+    concurrency: int,
+    duration: float,
+    make_body: Callable[[], bytes],
+    path: str,
+    method: str = "POST",
 ) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
@@ -229,7 +234,7 @@ async def _load(
             while time.perf_counter() < deadline:
                 body = make_body()
                 request = (
-                    f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                    f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                     f"content-length: {len(body)}\r\n\r\n"
                 ).encode() + body
                 started = time.perf_counter()
@@ -274,6 +279,23 @@ async def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     raise TimeoutError("gateway not ready")
 
 
+async def _core_recall_rate(brain: Astrocyte, concurrency: int, duration: float) -> dict[str, Any]:
+    rng = random.Random(5)
+    latencies: list[float] = []
+
+    async def worker(deadline: float) -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await brain.recall(_text(rng, 3), BANK, max_results=5)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(started + duration) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {"concurrency": concurrency, "req_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(_pct(latencies, 0.5), 3), "p99_ms": round(_pct(latencies, 0.99), 3)}  # fmt: skip
+
+
 def _spawn_gateway(config: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "ASTROCYTE_CONFIG_PATH": str(config), "ASTROCYTE_ACCESS_LOG": "false"}
     command = [
@@ -290,6 +312,8 @@ async def server(bank_size: int, duration: float) -> dict[str, Any]:
         config.write_text(f"store: sqlite\nstore_config:\n  path: {tmp}/astrocyte.db\nembedder: hashing\n")
         async with Astrocyte.from_config(config) as brain:
             await _seed(brain, bank_size)
+            # The same recalls with no HTTP at all: the core's own ceiling on this machine.
+            core_only = [await _core_recall_rate(brain, c, duration) for c in (1, 32)]
         port = _free_port()
         process = _spawn_gateway(config, port)
         try:
@@ -303,13 +327,20 @@ async def server(bank_size: int, duration: float) -> dict[str, Any]:
                 return json.dumps({"content": _text(rng), "bank_id": BANK}).encode()
 
             results: dict[str, Any] = {"bank_size": bank_size, "duration_s": duration, "store": "sqlite"}
+            results["core_only_recall"] = core_only
+            # GET /live: the HTTP stack (uvicorn, middleware, routing) with no core call.
+            results["live"] = [await _load(port, 32, duration, lambda: b"", "/live", method="GET")]
             for name, make, path in (
                 ("recall", recall_body, "/v1/recall"),
                 ("retain", retain_body, "/v1/retain"),
             ):
                 results[name] = [await _load(port, c, duration, make, path) for c in (1, 32)]
             top = results["recall"][1]
-            results["target_met"] = top["req_per_s"] >= 1000 and top["p99_ms"] <= 60
+            phases = [*results["live"], *results["recall"], *results["retain"]]
+            results["all_responses_ok"] = all(set(p["statuses"]) <= {"200"} for p in phases)
+            results["target_met"] = (
+                top["req_per_s"] >= 1000 and top["p99_ms"] <= 60 and results["all_responses_ok"]
+            )
             return results
         finally:
             process.terminate()
@@ -342,11 +373,9 @@ def main() -> int:
     report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2))
     limit = args.max_overhead_p99_ms
-    if limit is not None and report["in_process"]["overhead"]["p99_ms"] > limit:
-        print(
-            f"p99 overhead {report['in_process']['overhead']['p99_ms']} ms exceeds {limit} ms",
-            file=sys.stderr,
-        )
+    worst = max(result["overhead"]["p99_ms"] for result in report["in_process"].values())
+    if limit is not None and worst > limit:
+        print(f"p99 overhead {worst} ms exceeds {limit} ms", file=sys.stderr)
         return 2
     return 0
 
