@@ -107,7 +107,6 @@ async def run_consumer(
     await task
     await client.delete(stream)
     await client.aclose()
-    await brain.delete_bank(run)
     return {
         "mode": dict(mode),
         "entries": count,
@@ -164,9 +163,12 @@ async def bench_store(
     name: str, engine: dict[str, Any], redis_url: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     async with Astrocyte.from_dict(engine) as brain:
+        await warm_up(brain)
+        ceiling = await engine_only(brain, args)
         batched = await run_consumer(brain, redis_url, BATCHED, args)
         single = await run_consumer(brain, redis_url, ONE_AT_A_TIME, args)
     return {
+        "engine_only": ceiling,
         "batched": batched,
         "one_at_a_time": single,
         "speedup": round(batched["entries_per_s"] / single["entries_per_s"], 1),
@@ -177,7 +179,6 @@ async def warm_up(brain: Astrocyte) -> None:
     """One batch through the engine first, so neither consumer pays for first-use setup."""
     bank = f"bench-warmup-{uuid.uuid4().hex[:8]}"
     await brain.retain_many([RetainRequest(content=sentence(i, bank), bank_id=bank) for i in range(500)])
-    await brain.delete_bank(bank)
 
 
 async def engine_only(brain: Astrocyte, args: argparse.Namespace) -> dict[str, float]:
@@ -194,8 +195,17 @@ async def engine_only(brain: Astrocyte, args: argparse.Namespace) -> dict[str, f
     for content in singles:
         await brain.retain(content, bank)
     single = len(singles) / (time.perf_counter() - began)
-    await brain.delete_bank(bank)
     return {"retain_many_500_per_s": round(batched, 1), "retain_per_s": round(single, 1)}
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    import asyncpg  # only needed with PostgreSQL
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await connection.close()
 
 
 def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -224,14 +234,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "sqlite": {"store": "sqlite", "store_config": {"path": str(workdir / "bench.db")}},
     }
     dsn = os.environ.get("ASTROCYTE_TEST_POSTGRES_DSN")
+    schema = f"redis_bench_{uuid.uuid4().hex[:8]}"  # a schema of its own, dropped afterwards
     if dsn:
-        stores["postgres"] = {"store": "postgres", "store_config": {"dsn": dsn}}
+        stores["postgres"] = {"store": "postgres", "store_config": {"dsn": dsn, "schema": schema}}
     results: dict[str, Any] = {}
+    selected = args.stores or list(stores)
     try:
-        for name in args.stores or stores:
+        for name in selected:
             engine = {**stores[name], "embedder": "hashing"}
             results[name] = await bench_store(name, engine, url, args)
     finally:
+        if "postgres" in selected and dsn:
+            await drop_schema(dsn, schema)
         if process is not None:
             process.terminate()
             process.wait(10)
