@@ -91,7 +91,7 @@ async def test_admin_routes_are_closed_when_no_token_is_configured(client: httpx
 
 
 async def test_rate_limit_answers_429_with_retry_after_and_exempts_probes(brain: Astrocyte) -> None:
-    env = {"ASTROCYTE_RATE_LIMIT_PER_SECOND": "1", "ASTROCYTE_RATE_LIMIT_BURST": "2"}
+    env = {"ASTROCYTE_RATE_LIMIT_PER_SECOND": "0.1", "ASTROCYTE_RATE_LIMIT_BURST": "2"}
     async with serve(env, brain) as (http, _):
         await http.post("/v1/retain", json={"content": "x", "bank_id": "b"})
         await http.post("/v1/recall", json=RECALL)
@@ -103,7 +103,7 @@ async def test_rate_limit_answers_429_with_retry_after_and_exempts_probes(brain:
 
 
 async def test_forged_forwarded_for_from_untrusted_peer_does_not_change_the_key(brain: Astrocyte) -> None:
-    env = {"ASTROCYTE_RATE_LIMIT_PER_SECOND": "1", "ASTROCYTE_RATE_LIMIT_BURST": "1"}
+    env = {"ASTROCYTE_RATE_LIMIT_PER_SECOND": "0.1", "ASTROCYTE_RATE_LIMIT_BURST": "1"}
     async with serve(env, brain, client=("198.51.100.7", 4000)) as (http, _):
         assert (await http.get("/v1/banks", headers={"X-Forwarded-For": "203.0.113.1"})).status_code == 200
         # A new forged address each time must not buy a new budget.
@@ -113,7 +113,7 @@ async def test_forged_forwarded_for_from_untrusted_peer_does_not_change_the_key(
 
 async def test_trusted_proxy_forwarded_for_is_the_client(brain: Astrocyte) -> None:
     env = {
-        "ASTROCYTE_RATE_LIMIT_PER_SECOND": "1",
+        "ASTROCYTE_RATE_LIMIT_PER_SECOND": "0.1",
         "ASTROCYTE_RATE_LIMIT_BURST": "1",
         "ASTROCYTE_TRUSTED_PROXIES": "10.0.0.0/8",
     }
