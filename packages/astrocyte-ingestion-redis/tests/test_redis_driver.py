@@ -158,6 +158,11 @@ async def test_a_deleted_pending_entry_is_acknowledged(
     assert sink.stored_contents == {} and await dead_letters(redis_client, stream) == []
 
 
+async def _health_is(driver: RedisStreamDriver, **expected: int) -> bool:
+    health = await driver.health()
+    return health.state == "running" and all(getattr(health, k) == v for k, v in expected.items())
+
+
 async def _pending_is(client: Redis, stream: str, count: int) -> bool:
     return (await client.xpending(stream, GROUP))["pending"] == count
 
@@ -198,9 +203,17 @@ async def test_a_missing_group_is_fatal_when_the_driver_may_not_create_it(
     await driver.stop(1.0)
 
 
+# The least a source needs, as the README documents it (scripts are checked command by command).
+LEAST_PRIVILEGE = (
+    "+@connection +ping +xreadgroup +xack +xadd +xautoclaim +xpending +xinfo|groups "
+    "+xgroup|create +xgroup|delconsumer +eval"
+).split()
+
+
 @pytest.fixture
 async def acl_user(redis_client: Redis) -> AsyncIterator[str]:
-    await redis_client.execute_command("ACL", "SETUSER", "ingest", "on", ">s3cret-pass", "~*", "+@all")
+    rules = ["on", ">s3cret-pass", "resetkeys", "~events-*", *LEAST_PRIVILEGE]
+    await redis_client.execute_command("ACL", "SETUSER", "ingest", *rules)
     yield "ingest"
     await redis_client.execute_command("ACL", "DELUSER", "ingest")
 
@@ -216,9 +229,13 @@ async def test_acl_credentials_from_the_environment(
     monkeypatch.setenv("TEST_REDIS_PASSWORD", "s3cret-pass")
     sink = ContractSink()
     creds = {"username_env": "TEST_REDIS_USER", "password_env": "TEST_REDIS_PASSWORD"}
-    async with Running(make_driver(redis_server, stream, sink, **creds)):
+    async with Running(make_driver(redis_server, stream, sink, **creds)) as driver:
         await add(redis_client, stream, "authenticated")
+        await redis_client.xadd(stream, {"payload": "{broken"})
         await eventually("stored", lambda: sink.stored_contents["authenticated"] == 1)
+        await eventually("the poison dead-lettered", lambda: _has_letters(redis_client, stream, 1))
+        await eventually("health figures", lambda: _health_is(driver, pending=0, lag=0))
+    assert await redis_client.xinfo_consumers(stream, GROUP) == []  # it removed its own name
     monkeypatch.setenv("TEST_REDIS_PASSWORD", "wrong")
     refused = make_driver(redis_server, stream, sink, **creds)
     with pytest.raises(AuthenticationError):
