@@ -337,3 +337,16 @@ async def test_multi_bank_search_merges_each_bank_index(open_store: OpenStore) -
     assert {h.bank_id for h in hits} <= {"a", "c"}
     assert [h.memory_id for h in hits] == _exact_top(banks["a"] + banks["c"], query, 8)
     assert await store.count(["a", "c"], NO_FILTERS) == 60
+
+
+async def test_keyword_search_of_a_large_bank_is_not_crowded_out_by_other_banks(
+    open_store: OpenStore,
+) -> None:
+    store = await open_store(keyword_rank_window=20)
+    await store.insert([make_record("big", f"heron big {i}") for i in range(60)])
+    await store.insert([make_record("small", f"heron small {i}") for i in range(50)])
+    for bank, k, expected in (("big", 55, 55), ("small", 55, 50), ("big", 5, 5)):
+        hits = await store.keyword_search([bank], "heron", k, NO_FILTERS)
+        assert len(hits) == expected and {h.bank_id for h in hits} == {bank}
+    both = await store.keyword_search(["big", "small"], "heron", 200, NO_FILTERS)
+    assert len(both) == 110

@@ -104,6 +104,11 @@ class VectorIndex:
         with self._lock:
             return sum(len(self._banks[b]) for b in bank_ids if b in self._banks)
 
+    def total(self) -> int:
+        """How many vectors every bank holds together."""
+        with self._lock:
+            return sum(len(bank) for bank in self._banks.values())
+
     def add(self, bank_id: str, keys: Sequence[int], vectors: np.ndarray, *, bulk: bool = False) -> None:
         """Index ``vectors`` (one row per key) in ``bank_id``. ``bulk`` (rebuilds) uses every core;
         otherwise one thread, since usearch's per-call thread start-up costs more than a write

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -96,18 +97,19 @@ CREATE TABLE IF NOT EXISTS chunks (
     bank_id TEXT NOT NULL,
     chunk_index INTEGER NOT NULL,
     text TEXT NOT NULL,
+    bank_key TEXT NOT NULL,                 -- one FTS token naming the bank (see _bank_key)
     embedding BLOB NOT NULL                 -- float32, native byte order
 );
 CREATE INDEX IF NOT EXISTS chunks_by_memory ON chunks (memory);
 CREATE INDEX IF NOT EXISTS chunks_by_bank ON chunks (bank_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+    text, bank_key, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
 );
 CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts (rowid, text) VALUES (new.id, new.text);
+    INSERT INTO chunks_fts (rowid, text, bank_key) VALUES (new.id, new.text, new.bank_key);
 END;
 CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO chunks_fts (chunks_fts, rowid, text, bank_key) VALUES ('delete', old.id, old.text, old.bank_key);
 END;
 CREATE TABLE IF NOT EXISTS state (
     namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (namespace, key)
@@ -502,7 +504,13 @@ class SQLiteStore:
         if k <= 0 or not banks or not words:
             return []
         window = self._settings.keyword_rank_window
-        return await self._read(_keyword_search_sync, banks, words, k, filters, window)
+        # Index sizes are per-bank chunk counts, known without a query.
+        dominant = 2 * self._index.size(banks) >= self._index.total()
+        hits = await self._read(_keyword_search_sync, banks, words, k, filters, window, dominant)
+        if dominant and len(hits) < k:
+            # Foreign chunks may have crowded the searched banks' own out: ask again, bank-scoped.
+            hits = await self._read(_keyword_search_sync, banks, words, k, filters, window, False)
+        return hits
 
     async def count(self, bank_ids: Sequence[str], filters: SearchFilters) -> int:
         """How many memories in ``bank_ids`` match ``filters``."""
@@ -663,14 +671,21 @@ def _insert_record(conn: sqlite3.Connection, record: MemoryRecord, vectors: np.n
         [(memory, record.bank_id, tag) for tag in tags],
     )
     chunk_ids = []
+    bank_key = _bank_key(record.bank_id)
     for chunk, vector in zip(record.chunks, vectors, strict=True):
         chunk_ids.append(
             conn.execute(
-                "INSERT INTO chunks (memory, bank_id, chunk_index, text, embedding) VALUES (?, ?, ?, ?, ?)",
-                (memory, record.bank_id, chunk.index, chunk.text, vector.tobytes()),
+                "INSERT INTO chunks (memory, bank_id, chunk_index, text, bank_key, embedding) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (memory, record.bank_id, chunk.index, chunk.text, bank_key, vector.tobytes()),
             ).lastrowid
         )
     return chunk_ids
+
+
+def _bank_key(bank_id: str) -> str:
+    """The FTS token standing for ``bank_id``: letters and digits only, so it is one token."""
+    return "k" + blake2b(bank_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 def _micros(moment: datetime) -> int:
@@ -765,64 +780,82 @@ def _rescore(
 
 
 def _keyword_search_sync(
-    conn: sqlite3.Connection, banks: list[str], words: list[str], k: int, filters: SearchFilters, window: int
+    conn: sqlite3.Connection,
+    banks: list[str],
+    words: list[str],
+    k: int,
+    filters: SearchFilters,
+    window: int,
+    dominant: bool,
 ) -> list[StoredHit]:
     """BM25 over the chunks holding any of ``words``, exact when at most ``window`` chunks match.
 
-    BM25 costs a few microseconds per matching chunk, so a broad query over a large bank would cost
-    tens of milliseconds. Past ``window`` matches the candidates are the ``window`` most recent
+    BM25 costs a few microseconds per matching chunk, so a broad query over a large bank would
+    cost tens of milliseconds. Past ``window`` matches the candidates are the ``window`` most recent
     matching chunks plus, over all time, the best chunks holding every word.
+
+    Banks are restricted inside the MATCH expression (each chunk's ``bank_key`` column holds one
+    token naming its bank), so FTS5 intersects posting lists instead of SQLite joining every match.
+    When the searched banks hold most of the store (``dominant``) even that costs more than it
+    saves, so the words are matched alone and the few foreign chunks are dropped on hydration.
     """
+    in_words = f"{{text}} : ({' OR '.join(words)})"
+    every_word = f"{{text}} : ({' AND '.join(words)})" if len(words) > 1 else None
+    params: list[Any] = []
+    scope = "FROM chunks_fts WHERE chunks_fts MATCH ?"
     if _has_filters(filters):
         where, params = _filter_sql(banks, filters)
         scope = "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid JOIN memories m ON m.id = c.memory "
-    else:
-        # Without filters the bank is on the chunk row: rank without touching memories at all.
-        where, params = _filter_sql(banks, filters, alias="c")
-        scope = "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
-    base = f"SELECT c.id, bm25(chunks_fts) {scope} WHERE chunks_fts MATCH ? AND {where}"
-    any_word = " OR ".join(words)
-    cut = conn.execute(
-        f"SELECT chunks_fts.rowid {scope} WHERE chunks_fts MATCH ? AND {where} "
-        "ORDER BY chunks_fts.rowid DESC LIMIT 1 OFFSET ?",
-        [any_word, *params, max(window, k) - 1],  # the window must hold k chunks to return k
+        scope += f"WHERE chunks_fts MATCH ? AND {where}"
+    elif not dominant:
+        in_banks = "{bank_key} : (" + " OR ".join(f'"{_bank_key(bank)}"' for bank in banks) + ")"
+        in_words += f" AND {in_banks}"
+        every_word = every_word and f"{every_word} AND {in_banks}"
+    fetch = 2 * k if dominant else k  # room for foreign chunks dropped on hydration
+    # The bank_key column gets weight 0: only the words score.
+    base = f"SELECT chunks_fts.rowid, bm25(chunks_fts, 1.0, 0.0) {scope}"
+    limit = max(window, k)  # the window must hold k chunks to return k
+    newest = conn.execute(
+        f"SELECT chunks_fts.rowid {scope} ORDER BY chunks_fts.rowid DESC LIMIT 1 OFFSET ?",
+        [in_words, *params, limit - 1],
     ).fetchone()
-    if cut is None:
-        ranked = conn.execute(f"{base} ORDER BY 2, 1 LIMIT ?", [any_word, *params, k]).fetchall()
+    if newest is None:
+        ranked = conn.execute(f"{base} ORDER BY 2, 1 LIMIT ?", [in_words, *params, fetch]).fetchall()
     else:
         ranked = conn.execute(
-            f"{base} AND chunks_fts.rowid >= ? ORDER BY 2, 1 LIMIT ?", [any_word, *params, cut[0], k]
+            f"{base} AND chunks_fts.rowid >= ? ORDER BY 2, 1 LIMIT ?", [in_words, *params, newest[0], fetch]
         ).fetchall()
-        ranked += _ranked_with_every_word(conn, base, params, words, k)
+        if every_word:
+            ranked += conn.execute(f"{base} ORDER BY 2, 1 LIMIT ?", [every_word, *params, fetch]).fetchall()
     best: dict[int, float] = {}
     for chunk_id, rank in ranked:
         best[chunk_id] = min(rank, best.get(chunk_id, rank))
-    top = sorted(best.items(), key=lambda item: (item[1], item[0]))[:k]
+    top = sorted(best.items(), key=lambda item: (item[1], item[0]))
     # FTS5's bm25() is lower-is-better (negative); the store contract wants higher-is-better.
-    return _hydrate(conn, [(chunk_id, -rank) for chunk_id, rank in top])
+    return _hydrate(conn, [(chunk_id, -rank) for chunk_id, rank in top], banks=banks, limit=k)
 
 
-def _ranked_with_every_word(
-    conn: sqlite3.Connection, base: str, params: list[Any], words: list[str], k: int
-) -> list[tuple[int, float]]:
-    """The best ``k`` chunks holding every one of ``words`` (few, so cheap to rank), scored exactly
-    as the OR query scores them (BM25 sums the same per-word terms either way)."""
-    if len(words) < 2:
-        return []
-    return conn.execute(f"{base} ORDER BY 2, 1 LIMIT ?", [" AND ".join(words), *params, k]).fetchall()
-
-
-def _hydrate(conn: sqlite3.Connection, scored: list[tuple[int, float]]) -> list[StoredHit]:
-    """Full hits for ``(chunk id, score)`` pairs, in the given order (ids gone meanwhile are skipped)."""
+def _hydrate(
+    conn: sqlite3.Connection,
+    scored: list[tuple[int, float]],
+    *,
+    banks: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[StoredHit]:
+    """Full hits for ``(chunk id, score)`` pairs, in the given order, skipping ids gone meanwhile
+    and (with ``banks``) chunks of other banks; at most ``limit`` of them."""
     if not scored:
         return []
+    in_banks = " WHERE c.bank_id IN (SELECT value FROM json_each(?))" if banks is not None else ""
     rows = conn.execute(
         f"SELECT {_HIT_COLUMNS} FROM json_each(?) AS j CROSS JOIN chunks c ON c.id = j.value "
-        "CROSS JOIN memories m ON m.id = c.memory",
-        [json.dumps([chunk_id for chunk_id, _ in scored])],
+        f"CROSS JOIN memories m ON m.id = c.memory{in_banks}",
+        [json.dumps([chunk_id for chunk_id, _ in scored])]
+        + ([json.dumps(list(banks))] if banks is not None else []),
     ).fetchall()
     by_id = {row[0]: row for row in rows}
-    return [_hit(by_id[chunk_id], score) for chunk_id, score in scored if chunk_id in by_id]
+    kept = [(by_id[chunk_id], score) for chunk_id, score in scored if chunk_id in by_id]
+    return [_hit(row, score) for row, score in kept[:limit]]
 
 
 def _hit(row: Sequence[Any], score: float) -> StoredHit:
