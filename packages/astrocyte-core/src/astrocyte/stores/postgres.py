@@ -128,6 +128,30 @@ class PostgresStore:
         if self._pool is not None:
             return
         cfg = self._config
+        version, pgvector_version = await self._prepare_schema()
+        try:
+            self._pool = await asyncpg.create_pool(
+                cfg.dsn,
+                min_size=cfg.min_pool_size,
+                max_size=cfg.max_pool_size,
+                command_timeout=cfg.command_timeout,
+                server_settings=self._server_settings(pgvector_version),
+                init=self._init_connection,
+            )
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            raise self._unavailable(exc) from exc
+        logger.info(
+            "postgres store open: %s schema=%s version=%d pgvector=%s",
+            redact_dsn(cfg.dsn),
+            self._schema,
+            version,
+            ".".join(map(str, pgvector_version)),
+        )
+
+    async def _prepare_schema(self) -> tuple[int, tuple[int, ...]]:
+        """Migrate on a connection of its own; learn pgvector's schema and version and the stored
+        embedding size. Returns the schema version and pgvector's version."""
+        cfg = self._config
         try:
             conn = await asyncpg.connect(
                 cfg.dsn, timeout=cfg.command_timeout, command_timeout=cfg.command_timeout
@@ -142,43 +166,29 @@ class PostgresStore:
                     "WHERE e.extname = 'vector'"
                 )
             )
-            pgvector_version = await schema_mod.extension_version(conn)
             dims = await conn.fetchval(
                 f"SELECT value FROM {schema_mod.quote_schema(self._schema)}.meta WHERE key = $1",
                 schema_mod.DIMENSIONS_KEY,
             )
             self._dims = int(dims) if dims is not None else None
+            return version, await schema_mod.extension_version(conn)
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             raise self._unavailable(exc) from exc
         finally:
             await conn.close()
+
+    def _server_settings(self, pgvector_version: tuple[int, ...]) -> dict[str, str]:
         settings = {
             "search_path": f"{schema_mod.quote_schema(self._schema)}, {_quote_ident(self._ext_schema)}",
-            "hnsw.ef_search": str(cfg.hnsw_ef_search),
+            "hnsw.ef_search": str(self._config.hnsw_ef_search),
             # Filter-dependent plans (HNSW vs. filter index) must be re-planned per query.
             "plan_cache_mode": "force_custom_plan",
             "jit": "off",
         }
         if pgvector_version >= (0, 8):
+            # Filtered searches keep walking the graph until k rows pass (pgvector 0.8+).
             settings["hnsw.iterative_scan"] = "relaxed_order"
-        try:
-            self._pool = await asyncpg.create_pool(
-                cfg.dsn,
-                min_size=cfg.min_pool_size,
-                max_size=cfg.max_pool_size,
-                command_timeout=cfg.command_timeout,
-                server_settings=settings,
-                init=self._init_connection,
-            )
-        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-            raise self._unavailable(exc) from exc
-        logger.info(
-            "postgres store open: %s schema=%s version=%d pgvector=%s",
-            redact_dsn(cfg.dsn),
-            self._schema,
-            version,
-            ".".join(map(str, pgvector_version)),
-        )
+        return settings
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
