@@ -31,13 +31,21 @@ def ping(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((HOST, port)) == 0
+
+
 class RedisServer:
     """One redis-server process (restartable on the same port and data directory)."""
 
-    def __init__(self, binary: str, directory: Path, *, persistent: bool = True) -> None:
+    def __init__(
+        self, binary: str, directory: Path, *, persistent: bool = True, tls_args: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary
         self.directory = directory
         self.persistent = persistent
+        self.tls_args = tls_args  # with TLS the plain port is off and `port` is the TLS port
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
@@ -48,14 +56,19 @@ class RedisServer:
 
     def start(self, timeout: float = 15.0) -> None:
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else []
+        ports = (
+            ["--port", "0", "--tls-port", str(self.port), *self.tls_args]
+            if self.tls_args
+            else ["--port", str(self.port)]
+        )
         command = [
-            self.binary, "--bind", HOST, "--port", str(self.port), "--dir", str(self.directory),
+            self.binary, "--bind", HOST, *ports, "--dir", str(self.directory),
             "--save", "", "--daemonize", "no", "--protected-mode", "yes",
             "--logfile", str(self.directory / "redis.log"), *persistence,
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        while not ping(self.port):
+        while not (port_open(self.port) if self.tls_args else ping(self.port)):
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"redis-server exited with {self.process.returncode}; see {self.directory}"
