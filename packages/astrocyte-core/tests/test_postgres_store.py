@@ -369,4 +369,5 @@ def test_config_errors_and_logs_never_show_the_password() -> None:
         PostgresStore.validate_config({"dsn": "postgresql://u:s3cret@h/db", "hnsw_m": "s3cret"})
     assert "s3cret" not in str(caught.value)
     assert redact_dsn("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert "cret" not in redact_dsn("postgresql://u:s3@cret@h/db")
     assert "s3cret" not in redact_dsn("host=h user=u password=s3cret dbname=db")

@@ -91,7 +91,7 @@ def parse_config(mapping: Mapping[str, Any]) -> PostgresStoreConfig:
 
 def redact_dsn(dsn: str) -> str:
     """The DSN with any password replaced by ``***`` (URL and key=value forms)."""
-    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    dsn = re.sub(r"(://[^:/@]*:)[^/?#]*@", r"\1***@", dsn)
     return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
 
 
