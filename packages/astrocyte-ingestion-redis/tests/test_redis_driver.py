@@ -145,6 +145,30 @@ async def test_health_reports_pending_and_lag(
         await eventually("nothing pending, nothing behind", lambda: figures_are(0, 0))
 
 
+async def test_names_of_dead_consumers_are_tidied_but_not_their_entries(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    await redis_client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    await redis_client.xgroup_createconsumer(stream, GROUP, "ghost")
+    await add(redis_client, stream, "held by a consumer that will not come back")
+    await redis_client.xreadgroup(GROUP, "holder", {stream: ">"}, count=1)
+    await asyncio.sleep(1.1)
+    driver = make_driver(
+        redis_server, stream, ContractSink(), claim_idle_ms=3_600_000, forget_idle_consumers_ms=1_000
+    )
+    async with Running(driver):
+
+        async def names() -> set[str]:
+            return {c["name"].decode() for c in await redis_client.xinfo_consumers(stream, GROUP)}
+
+        await eventually("the ghost forgotten", lambda: _lacks(names(), "ghost"))
+        assert "holder" in await names()  # it still holds an entry (claimed after claim_idle_ms)
+
+
+async def _lacks(names: Awaitable[set[str]], name: str) -> bool:
+    return name not in await names
+
+
 async def test_a_deleted_pending_entry_is_acknowledged(
     redis_server: RedisServer, redis_client: Redis, stream: str
 ) -> None:
@@ -206,7 +230,7 @@ async def test_a_missing_group_is_fatal_when_the_driver_may_not_create_it(
 # The least a source needs, as the README documents it (scripts are checked command by command).
 LEAST_PRIVILEGE = (
     "+@connection +ping +xreadgroup +xack +xadd +xautoclaim +xpending +xinfo|groups "
-    "+xgroup|create +xgroup|delconsumer +eval"
+    "+xinfo|consumers +xgroup|create +xgroup|delconsumer +eval"
 ).split()
 
 

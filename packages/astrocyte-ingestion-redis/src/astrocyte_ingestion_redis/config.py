@@ -71,6 +71,7 @@ class RedisStreamConfig(DriverConfig):
     dead_letter_maxlen: int | None = Field(default=None, ge=1)
     claim_idle_ms: int = Field(default=60_000, ge=100)
     claim_interval_ms: int | None = Field(default=None, ge=50)
+    forget_idle_consumers_ms: int | None = Field(default=3_600_000, ge=1_000)
     backoff_initial_ms: int = Field(default=100, ge=1)
     backoff_max_ms: int = Field(default=30_000, ge=1)
     connect_timeout_s: float = Field(default=5.0, gt=0)

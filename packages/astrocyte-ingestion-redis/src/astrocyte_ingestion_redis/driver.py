@@ -54,11 +54,14 @@ class _ReadPlan:
     def claim_due(self) -> bool:
         return time.monotonic() >= self.next_claim
 
-    def claimed(self, cursors: Mapping[str, str]) -> None:
-        """Record where each stream's sweep got to; a finished sweep waits for the next interval."""
+    def claimed(self, cursors: Mapping[str, str]) -> bool:
+        """Record where each stream's sweep got to; True when the sweep is finished (the next one
+        waits for the interval)."""
         self.claim_cursors.update(cursors)
         if all(cursor == "0-0" for cursor in self.claim_cursors.values()):
             self.next_claim = time.monotonic() + self.claim_interval
+            return True
+        return False
 
 
 class RedisStreamDriver:
@@ -194,7 +197,8 @@ class RedisStreamDriver:
             for stream in plan.streams:
                 cursors[stream], items = await self.group.claim(stream, plan.claim_cursors[stream], count)
                 claimed.extend(items)
-            plan.claimed(cursors)
+            if plan.claimed(cursors):
+                await self._forget_idle_consumers()
             if claimed:
                 await self.group.count_deliveries(claimed)
                 log.info("redis source %s claimed %d idle entries", self.source_id, len(claimed))
@@ -281,6 +285,20 @@ class RedisStreamDriver:
             except (RedisError, OSError) as exc:
                 log.debug("redis source %s: stats unavailable: %s", self.source_id, type(exc).__name__)
             await asyncio.sleep(self.config.stats_interval_s)
+
+    async def _forget_idle_consumers(self) -> None:
+        """Tidy the names of dead replicas out of the group (best effort: a missing ACL grant for
+        XINFO CONSUMERS only costs the tidying)."""
+        idle_ms = self.config.forget_idle_consumers_ms
+        if idle_ms is None:
+            return
+        try:
+            removed = await self.group.forget_idle_consumers(idle_ms)
+        except ResponseError as exc:
+            log.warning("redis source %s: cannot tidy idle consumers: %s", self.source_id, exc)
+            return
+        if removed:
+            log.info("redis source %s removed idle consumers %s", self.source_id, ", ".join(removed))
 
     async def _forget_self(self) -> None:
         """Drop this consumer's name from the group if it holds nothing (best effort)."""

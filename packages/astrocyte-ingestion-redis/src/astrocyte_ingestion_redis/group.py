@@ -175,6 +175,24 @@ class ConsumerGroup:
             removed &= int(await self.client.eval(FORGET_SCRIPT, 1, stream, self.group, self.consumer)) == 1
         return removed
 
+    async def forget_idle_consumers(self, idle_ms: int) -> list[str]:
+        """Remove other consumers' names that hold nothing and were idle longer than ``idle_ms``
+        (replicas that died; their entries were claimed). Safe even for a live one: a name without
+        pending entries carries no state, and Redis recreates it on that consumer's next read."""
+        removed: list[str] = []
+        for stream in self.config.streams:
+            for row in await self.client.xinfo_consumers(stream, self.group):
+                name = _text(row["name"])
+                if (
+                    name == self.consumer
+                    or int(row.get("pending") or 0)
+                    or int(row.get("idle") or 0) < idle_ms
+                ):
+                    continue
+                if int(await self.client.eval(FORGET_SCRIPT, 1, stream, self.group, name)) == 1:
+                    removed.append(name)
+        return removed
+
 
 # XGROUP DELCONSUMER drops the consumer's pending entries with it, so only ever run it (atomically)
 # when that consumer has none.
