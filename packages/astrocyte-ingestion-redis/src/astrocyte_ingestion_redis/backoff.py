@@ -16,7 +16,7 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next attempt (grows with each call until :meth:`reset`)."""
-        base = min(self.maximum, self.initial * 2 ** min(self._attempt, 40))
+        base: float = min(self.maximum, self.initial * 2.0 ** min(self._attempt, 40))
         self._attempt += 1
         return base * random.uniform(0.8, 1.2)
 

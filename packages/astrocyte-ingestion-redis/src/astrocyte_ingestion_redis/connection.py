@@ -57,18 +57,17 @@ def build_client(config: RedisStreamConfig, client_name: str) -> Redis:
     """A client for the source (not connected yet; connections open on first use)."""
     # A blocking XREADGROUP legitimately waits block_ms; the socket timeout only catches a
     # connection that went silent (a partition) on top of that.
-    read_timeout = config.block_ms / 1000 + config.command_timeout_s
-    return Redis.from_url(
-        config.url,
-        decode_responses=False,
-        socket_connect_timeout=config.connect_timeout_s,
-        socket_timeout=read_timeout,
-        socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0),
-        client_name=client_name,
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "socket_connect_timeout": config.connect_timeout_s,
+        "socket_timeout": config.block_ms / 1000 + config.command_timeout_s,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),
+        "client_name": client_name,
         **credentials(config),
         **tls_options(config),
-    )
+    }
+    return Redis.from_url(config.url, **options)
 
 
 def default_consumer_name() -> str:

@@ -90,8 +90,9 @@ class ConsumerGroup:
 
     async def read(self, ids: Mapping[str, str], count: int, block_ms: int | None) -> list[Delivered]:
         """XREADGROUP: ``>`` for new entries, an id for this consumer's pending entries after it."""
-        reply = await self.client.xreadgroup(
-            self.group, self.consumer, dict(ids), count=count, block=block_ms
+        streams: dict[Any, Any] = dict(ids)
+        reply: Any = await self.client.xreadgroup(
+            self.group, self.consumer, streams, count=count, block=block_ms
         )
         batch: list[Delivered] = []
         for stream, entries in reply or []:
@@ -101,7 +102,7 @@ class ConsumerGroup:
 
     async def claim(self, stream: str, cursor: str, count: int) -> tuple[str, list[Delivered]]:
         """XAUTOCLAIM entries idle longer than ``claim_idle_ms``; returns the next cursor."""
-        reply = await self.client.xautoclaim(
+        reply: Any = await self.client.xautoclaim(
             stream, self.group, self.consumer, self.config.claim_idle_ms, start_id=cursor, count=count
         )
         next_cursor, entries = _text(reply[0]), reply[1]
