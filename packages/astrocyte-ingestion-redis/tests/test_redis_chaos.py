@@ -93,9 +93,18 @@ def read_at_least(client: Redis, stream: str, count: int) -> Callable[[], Awaita
 
 
 def all_settled(client: Redis, stream: str) -> Callable[[], Awaitable[bool]]:
+    """Nothing pending and the group has been handed the stream's last entry (``lag`` may be nil
+    when Redis cannot count, so compare ids instead)."""
+
     async def probe() -> bool:
         info = await group_info(client, stream)
-        return info is not None and info.get("lag") == 0 and info.get("pending") == 0
+        if info is None or info.get("pending") != 0:
+            return False
+        try:
+            last = (await client.xinfo_stream(stream))["last-generated-id"]
+        except RedisError:
+            return False
+        return bool(info["last-delivered-id"] == last)
 
     return probe
 
