@@ -13,9 +13,12 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -120,6 +123,24 @@ class PostgresStore:
     def validate_config(cls, mapping: Mapping[str, Any]) -> None:
         """Raise :class:`ConfigError` naming unknown or ill-typed keys."""
         parse_config(mapping)
+
+    @classmethod
+    def contract_config(cls, tmp_path: Path) -> Mapping[str, Any] | None:
+        """The contract kit's config: the test server from ``ASTROCYTE_TEST_POSTGRES_DSN`` and a
+        schema of its own, or None when no server is configured (see astrocyte.testing)."""
+        dsn = os.environ.get("ASTROCYTE_TEST_POSTGRES_DSN")
+        if not dsn:
+            return None
+        return {"dsn": dsn, "schema": f"astrocyte_contract_{uuid.uuid4().hex[:12]}"}
+
+    @classmethod
+    async def contract_cleanup(cls, config: Mapping[str, Any]) -> None:
+        """Drop the schema :meth:`contract_config` made up."""
+        conn = await asyncpg.connect(config["dsn"])
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {_quote_ident(config['schema'])} CASCADE")
+        finally:
+            await conn.close()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
