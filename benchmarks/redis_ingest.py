@@ -6,8 +6,8 @@
 
 A private redis-server (``ASTROCYTE_TEST_REDIS_SERVER_BIN`` or ``redis-server`` on PATH; AOF off)
 is started on a free 127.0.0.1 port, unless ``--redis-url`` names one. For each store, two
-consumers run in the same process, one after the other: the batched default (``batch_size`` 500,
-``concurrency`` 2) and a one-entry-at-a-time consumer (``batch_size`` 1, ``concurrency`` 1). Each
+consumers run in the same process, one after the other: the driver defaults (``batch_size`` 500,
+``concurrency`` 4) and a one-entry-at-a-time consumer (``batch_size`` 1, ``concurrency`` 1). Each
 drains a pre-filled stream (throughput: entries / seconds until the group has nothing pending and
 no lag), then entries are produced at a steady rate below that throughput and the time from XADD
 to the sink answering ``stored`` is measured (the memory is recallable from then on; a sample is
@@ -39,7 +39,7 @@ from astrocyte.types import RetainRequest
 from redis.asyncio import Redis
 from redis.utils import HIREDIS_AVAILABLE
 
-BATCHED = {"batch_size": 500, "concurrency": 2}
+BATCHED = {"batch_size": 500, "concurrency": 4}  # the driver's defaults
 ONE_AT_A_TIME = {"batch_size": 1, "concurrency": 1}
 GROUP = "bench"
 

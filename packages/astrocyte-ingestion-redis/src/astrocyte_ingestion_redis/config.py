@@ -65,7 +65,7 @@ class RedisStreamConfig(DriverConfig):
     consumer: str | None = None
     batch_size: int = Field(default=500, ge=1, le=10_000)
     block_ms: int = Field(default=1_000, ge=1, le=60_000)
-    concurrency: int = Field(default=2, ge=1, le=64)
+    concurrency: int = Field(default=4, ge=1, le=64)
     max_deliveries: int = Field(default=10, ge=1, le=10_000)
     dead_letter_stream: str = "{stream}:dlq"
     dead_letter_maxlen: int | None = Field(default=None, ge=1)
