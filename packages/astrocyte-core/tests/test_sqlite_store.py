@@ -350,3 +350,19 @@ async def test_keyword_search_of_a_large_bank_is_not_crowded_out_by_other_banks(
         assert len(hits) == expected and {h.bank_id for h in hits} == {bank}
     both = await store.keyword_search(["big", "small"], "heron", 200, NO_FILTERS)
     assert len(both) == 110
+
+
+async def test_a_second_writer_on_the_same_file_is_seen_by_the_index(open_store: OpenStore) -> None:
+    # Two store instances stand for two processes (gateway workers) sharing one file.
+    reader, writer = await open_store(exact_search_max=0), await open_store(exact_search_max=0)
+    records = [make_record("shared", f"from the other process {i}") for i in range(30)]
+    await writer.insert(records)  # reader's index has never seen a vector, nor the dimension
+    target = records[7]
+    hits = await reader.vector_search(["shared"], target.chunks[0].embedding, 3, NO_FILTERS)
+    assert hits[0].memory_id == target.memory_id
+    await reader.insert([make_record("shared", "the reader writes too")])
+    await writer.insert([make_record("shared", "and the writer again")])
+    assert len(await reader.vector_search(["shared"], unit_vector("q"), 100, NO_FILTERS)) == 32
+    await reader.forget("shared", ForgetSelector(memory_ids=(target.memory_id,)))
+    hits = await writer.vector_search(["shared"], target.chunks[0].embedding, 50, NO_FILTERS)
+    assert len(hits) == 31 and target.memory_id not in _ids(hits)

@@ -61,6 +61,10 @@ class _BankIndex:
         with self._lock:
             self._index.add(keys, vectors, threads=threads)
 
+    def contains(self, key: int) -> bool:
+        with self._lock:
+            return key in self._index
+
     def remove(self, keys: np.ndarray) -> int:
         with self._lock:
             removed = int(self._index.remove(keys))
@@ -103,6 +107,12 @@ class VectorIndex:
         """How many vectors the named banks hold together."""
         with self._lock:
             return sum(len(self._banks[b]) for b in bank_ids if b in self._banks)
+
+    def contains(self, bank_id: str, key: int) -> bool:
+        """Whether ``bank_id``'s index holds ``key``."""
+        with self._lock:
+            bank = self._banks.get(bank_id)
+        return bank is not None and bank.contains(key)
 
     def total(self) -> int:
         """How many vectors every bank holds together."""

@@ -14,8 +14,11 @@ database on ``close`` when the database has not been written since.
 
 All SQLite work runs off the event loop: writes on one dedicated thread owning the writer
 connection (which also serialises them, so idempotency checks cannot race), reads on a small
-pool of threads each with its own connection. One process per database file: the index of a
-second process writing the same file would not see the first one's writes.
+pool of threads each with its own connection. Several processes may share one file (gateway
+workers): every write transaction takes the file's write lock (``BEGIN IMMEDIATE``) and bumps a
+generation counter; a search that finds the counter moved by someone else first indexes the
+chunks written since (chunk ids only grow), while their deletions are dropped when hits are
+re-read. Graph nodes of vectors another process deleted stay until the next restart.
 """
 
 from __future__ import annotations
@@ -177,8 +180,8 @@ class SQLiteStore:
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._reader_conns: list[sqlite3.Connection] = []
         self._dimension: int | None = None
-        self._generation = 0
-        self._known_banks: set[str] = set()
+        self._generation = 0  # the file's write generation the index reflects
+        self._synced_id = 0  # every chunk id up to this one is in the index
 
     @classmethod
     def validate_config(cls, mapping: Mapping[str, Any]) -> None:
@@ -217,7 +220,7 @@ class SQLiteStore:
         meta = dict(self._writer.execute("SELECT key, value FROM store_meta").fetchall())
         self._dimension = int(meta["dimension"]) if meta.get("dimension") is not None else None
         self._generation = int(meta["generation"])
-        self._known_banks = {row[0] for row in self._writer.execute("SELECT bank_id FROM banks")}
+        self._synced_id = self._writer.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]
         if not (self._settings.index_snapshot and self._index.load(self._snapshot_dir, self._generation)):
             self._rebuild_index()
         for _ in range(self._settings.read_connections):
@@ -318,9 +321,36 @@ class SQLiteStore:
             raise
         conn.execute("COMMIT")
 
-    def _bump_generation(self, conn: sqlite3.Connection) -> None:
-        self._generation += 1
-        conn.execute("UPDATE store_meta SET value = ? WHERE key = 'generation'", (self._generation,))
+    def _bump_generation(self, conn: sqlite3.Connection) -> bool:
+        """Count this write in the file; True when no other process wrote since the index was
+        last synced (then the index plus this write is the whole file again)."""
+        (generation,) = conn.execute(
+            "UPDATE store_meta SET value = value + 1 WHERE key = 'generation' RETURNING value"
+        ).fetchone()
+        in_sync = int(generation) == self._generation + 1
+        if in_sync:
+            self._generation = int(generation)
+        return in_sync
+
+    async def _catch_up(self) -> None:
+        await self._write(self._catch_up_sync)
+
+    def _catch_up_sync(self) -> None:
+        """Index the chunks another process (or store instance) wrote to the file since our last
+        sync. Its deletions need nothing: searches re-read hits from the file, which drops them."""
+        conn = self._writer
+        assert conn is not None
+        meta = dict(conn.execute("SELECT key, value FROM store_meta").fetchall())
+        if self._dimension is None and meta.get("dimension") is not None:
+            self._dimension = int(meta["dimension"])
+        rows = conn.execute(
+            "SELECT bank_id, id, embedding FROM chunks WHERE id > ? ORDER BY bank_id, id", (self._synced_id,)
+        ).fetchall()
+        for bank_id in {row[0] for row in rows}:
+            fresh = [r for r in rows if r[0] == bank_id and not self._index.contains(bank_id, r[1])]
+            self._index_blobs(bank_id, [r[1] for r in fresh], [r[2] for r in fresh])
+        self._synced_id = max([self._synced_id, *(row[1] for row in rows)])
+        self._generation = int(meta["generation"])
 
     # -- banks -----------------------------------------------------------------------------------
 
@@ -330,9 +360,7 @@ class SQLiteStore:
 
     def _create_bank_sync(self, bank_id: str) -> bool:
         with self._transaction() as conn:
-            created = _ensure_bank(conn, bank_id)
-        self._known_banks.add(bank_id)
-        return created
+            return _ensure_bank(conn, bank_id)
 
     async def bank_exists(self, bank_id: str) -> bool:
         return await self._read(_bank_exists, bank_id)
@@ -351,7 +379,6 @@ class SQLiteStore:
             deleted = self._delete_memories(conn, bank_id, "m.bank_id = ?", [bank_id])
             conn.execute("DELETE FROM banks WHERE bank_id = ?", (bank_id,))
             self._bump_generation(conn)
-        self._known_banks.discard(bank_id)
         self._index.drop_bank(bank_id)
         return deleted
 
@@ -371,14 +398,12 @@ class SQLiteStore:
     def _insert_sync(self, records: Sequence[MemoryRecord], vectors: list[np.ndarray]) -> list[InsertOutcome]:
         outcomes: list[InsertOutcome] = []
         added: dict[str, tuple[list[int], list[np.ndarray]]] = {}
-        touched_banks: set[str] = set()
         with self._transaction() as conn:
-            self._check_dimension(conn, vectors)
+            dimension = _check_dimension(conn, vectors)
+            for bank_id in dict.fromkeys(record.bank_id for record in records):
+                _ensure_bank(conn, bank_id)
             batch_keys: dict[tuple[str, str], str] = {}
             for record, matrix in zip(records, vectors, strict=True):
-                if record.bank_id not in self._known_banks:
-                    _ensure_bank(conn, record.bank_id)
-                    touched_banks.add(record.bank_id)
                 existing = _existing_for_key(conn, record, batch_keys)
                 if existing is not None:
                     outcomes.append(InsertOutcome(memory_id=existing, deduplicated=True))
@@ -395,31 +420,13 @@ class SQLiteStore:
                 keys.extend(chunk_ids)
                 rows.append(matrix)
                 outcomes.append(InsertOutcome(memory_id=record.memory_id, deduplicated=False))
-            self._bump_generation(conn)
-        self._known_banks |= touched_banks
+            in_sync = self._bump_generation(conn)
+        self._dimension = dimension
         for bank_id, (keys, rows) in added.items():
             self._index.add(bank_id, keys, np.vstack(rows))
+        if in_sync and added:
+            self._synced_id = max(max(keys) for keys, _ in added.values())
         return outcomes
-
-    def _check_dimension(self, conn: sqlite3.Connection, vectors: list[np.ndarray]) -> None:
-        """Refuse the whole batch, before anything is written, when a vector has the wrong size."""
-        sizes = {int(m.shape[1]) for m in vectors if m.shape[0]}
-        expected = self._dimension
-        if expected is None and len(sizes) == 1:
-            expected = sizes.pop()
-            conn.execute(
-                "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('dimension', ?)", (expected,)
-            )
-            self._dimension = expected
-            return
-        wrong = sorted(s for s in sizes if s != expected)
-        if wrong:
-            raise ValidationError(
-                f"embedding has {wrong[0]} dimensions but the store holds {expected}-dimensional "
-                "vectors; use the same embedder (and dimensions) the store was filled with",
-                code="embedding_dimension_mismatch",
-                details={"expected": expected, "got": wrong[0]},
-            )
 
     async def forget(self, bank_id: str, selector: ForgetSelector) -> int:
         """Delete the memories ``selector`` picks (selectors AND together); returns their number."""
@@ -464,19 +471,37 @@ class SQLiteStore:
     ) -> list[StoredHit]:
         """Up to ``k`` chunks by cosine similarity, best first; filters are exact."""
         banks = list(dict.fromkeys(bank_ids))
-        if k <= 0 or not banks or self._dimension is None:
+        if k <= 0 or not banks:
             return []
+        if self._dimension is None:
+            await self._catch_up()  # another process may have written the first vectors
+            if self._dimension is None:
+                return []
         query = np.asarray(embedding, dtype=np.float32).reshape(-1)
         if query.size != self._dimension:
             raise ValidationError(
                 f"query vector has {query.size} dimensions but the store holds {self._dimension}",
                 code="embedding_dimension_mismatch",
             )
-        return await self._read(self._vector_search_sync, banks, query, k, filters)
+        hits = await self._read(self._vector_search_sync, banks, query, k, filters, True)
+        if hits is None:  # the file changed under the index: sync, then search again
+            await self._catch_up()
+            hits = await self._read(self._vector_search_sync, banks, query, k, filters, False)
+        return hits or []
 
     def _vector_search_sync(
-        self, conn: sqlite3.Connection, banks: list[str], query: np.ndarray, k: int, filters: SearchFilters
-    ) -> list[StoredHit]:
+        self,
+        conn: sqlite3.Connection,
+        banks: list[str],
+        query: np.ndarray,
+        k: int,
+        filters: SearchFilters,
+        check_sync: bool,
+    ) -> list[StoredHit] | None:
+        """The search; None when ``check_sync`` finds the file written by someone else since the
+        index was last synced (one indexed lookup, so every search can afford it)."""
+        if check_sync and _generation(conn) != self._generation:
+            return None
         where, params = _filter_sql(banks, filters)
         total = self._index.size(banks)
         if _has_filters(filters):
@@ -576,6 +601,10 @@ class SQLiteStore:
 # -- SQL helpers (run on a worker thread) --------------------------------------------------------
 
 
+def _generation(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT value FROM store_meta WHERE key = 'generation'").fetchone()[0])
+
+
 def _ensure_bank(conn: sqlite3.Connection, bank_id: str) -> bool:
     created_at = datetime.now(UTC).isoformat()
     cursor = conn.execute(
@@ -606,6 +635,26 @@ def _bank_stats(conn: sqlite3.Connection, bank_id: str) -> BankStats:
         oldest_retained_at=datetime.fromisoformat(oldest[0]) if oldest else None,
         newest_retained_at=datetime.fromisoformat(newest[0]) if newest else None,
     )
+
+
+def _check_dimension(conn: sqlite3.Connection, vectors: list[np.ndarray]) -> int | None:
+    """The file's vector size, recorded now when this is the first batch; raises, before anything
+    is written, when a vector of the batch has another size."""
+    sizes = {int(m.shape[1]) for m in vectors if m.shape[0]}
+    row = conn.execute("SELECT value FROM store_meta WHERE key = 'dimension'").fetchone()
+    expected = int(row[0]) if row is not None else None
+    if expected is None and len(sizes) == 1:
+        expected = sizes.pop()
+        conn.execute("INSERT INTO store_meta (key, value) VALUES ('dimension', ?)", (expected,))
+    wrong = sorted(size for size in sizes if size != expected)
+    if wrong:
+        raise ValidationError(
+            f"embedding has {wrong[0]} dimensions but the store holds {expected}-dimensional "
+            "vectors; use the same embedder (and dimensions) the store was filled with",
+            code="embedding_dimension_mismatch",
+            details={"expected": expected, "got": wrong[0]},
+        )
+    return expected
 
 
 def _vectors_of(record: MemoryRecord) -> np.ndarray:
