@@ -89,7 +89,7 @@ class _BankIndex:
         index = Index.restore(str(path))
         if index is None:
             raise ValueError(f"unreadable index snapshot {path}")
-        index.expansion_search = settings.expansion_search
+        index.expansion_search = settings.expansion_search  # type: ignore[misc]  # has a setter at runtime
         return cls(index.ndim, settings, index)
 
 

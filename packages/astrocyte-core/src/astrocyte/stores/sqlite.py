@@ -719,7 +719,7 @@ def _insert_record(conn: sqlite3.Connection, record: MemoryRecord, vectors: np.n
         "INSERT INTO memory_tags (memory, bank_id, tag) VALUES (?, ?, ?)",
         [(memory, record.bank_id, tag) for tag in tags],
     )
-    chunk_ids = []
+    chunk_ids: list[int] = []
     bank_key = _bank_key(record.bank_id)
     for chunk, vector in zip(record.chunks, vectors, strict=True):
         chunk_ids.append(
@@ -728,6 +728,7 @@ def _insert_record(conn: sqlite3.Connection, record: MemoryRecord, vectors: np.n
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (memory, record.bank_id, chunk.index, chunk.text, bank_key, vector.tobytes()),
             ).lastrowid
+            or 0  # never 0: lastrowid is set after an INSERT into a rowid table
         )
     return chunk_ids
 
@@ -750,6 +751,7 @@ def _has_filters(filters: SearchFilters) -> bool:
 def _filter_sql(banks: Sequence[str], filters: SearchFilters, alias: str = "m") -> tuple[str, list[Any]]:
     """A WHERE clause over ``memories m`` for the banks and filters, with its parameters (only the
     bank part, on ``chunks c``, when ``alias`` is ``c``)."""
+    params: list[Any]
     if len(banks) == 1:
         clauses, params = [f"{alias}.bank_id = ?"], [banks[0]]
     else:
