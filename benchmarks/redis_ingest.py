@@ -63,7 +63,8 @@ class TimedSink:
 
 
 def sentence(index: int, run: str) -> str:
-    return f"bench {run} entry {index}: agent {index % 97} saw order {index * 31 % 10007} ship to city {index % 53}"
+    # The code word makes each entry findable among thousands of near-identical ones.
+    return f"bench {run} entry {index} code q{index}x{run[-4:]}: agent {index % 97} saw order {index * 31 % 10007}"
 
 
 async def fill(client: Redis, stream: str, run: str, count: int) -> None:
@@ -151,10 +152,10 @@ async def measure_latency(
 
 
 async def recall_sample(brain: Astrocyte, run: str) -> bool:
-    """Recall a few stored entries by their wording: stored means recallable."""
+    """Recall a few stored entries (backlog and latency phase): stored means recallable."""
     for index in (0, 7, 10_000_000):
-        result = await brain.recall(sentence(index, run), bank_id=run, max_results=3)
-        if not any(sentence(index, run) in hit.text for hit in result.hits):
+        result = await brain.recall(sentence(index, run), bank_id=run, max_results=5)
+        if not any(hit.text == sentence(index, run) for hit in result.hits):
             return False
     return True
 
