@@ -17,7 +17,7 @@ from astrocyte.testing.ingest_contract import REJECT_PREFIX, ContractSink
 from astrocyte_ingestion_redis import RedisStreamDriver
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis_server import RedisServer
 
 GROUP = "tests"
@@ -267,6 +267,24 @@ async def test_acl_credentials_from_the_environment(
     health = await refused.health()
     assert health.state == "failed" and "wrong" not in (health.detail or "")
     await refused.stop(1.0)
+
+
+async def test_a_missing_acl_grant_is_fatal(
+    redis_server: RedisServer,
+    redis_client: Redis,
+    stream: str,
+    acl_user: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await redis_client.execute_command("ACL", "SETUSER", acl_user, "-xreadgroup")
+    monkeypatch.setenv("TEST_REDIS_PASSWORD", "s3cret-pass")
+    driver = make_driver(
+        redis_server, stream, ContractSink(), username=acl_user, password_env="TEST_REDIS_PASSWORD"
+    )
+    with pytest.raises(NoPermissionError):
+        await asyncio.wait_for(driver.start(), timeout=10)
+    assert (await driver.health()).state == "failed"
+    await driver.stop(1.0)
 
 
 async def test_entries_become_recallable_through_the_core_supervisor(

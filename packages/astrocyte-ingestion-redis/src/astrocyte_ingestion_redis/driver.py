@@ -17,7 +17,13 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from astrocyte.ingest.driver import DriverHealth, DriverState, validate_model
 from astrocyte.ingest.sink import Outcome, Sink
-from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
 
 from astrocyte_ingestion_redis.backoff import Backoff
 from astrocyte_ingestion_redis.config import RedisStreamConfig
@@ -161,6 +167,9 @@ class RedisStreamDriver:
                 log.warning("redis source %s: %s; reconnecting", self.source_id, self._detail)
                 with contextlib.suppress(_Stopped):
                     await self._until_stopped(asyncio.sleep(backoff.next()))
+            except Exception as exc:  # a bug: say so in health, and let the supervisor rebuild us
+                self._state, self._detail = "failed", f"{type(exc).__name__}: {exc}"
+                raise
 
     async def _connect(self) -> None:
         await self._until_stopped(self._client.ping())
@@ -256,7 +265,7 @@ class RedisStreamDriver:
         return work.result()
 
     def _is_fatal(self, exc: BaseException) -> bool:
-        if isinstance(exc, AuthenticationError | AuthorizationError):
+        if isinstance(exc, AuthenticationError | AuthorizationError | NoPermissionError):
             return True
         if isinstance(exc, ResponseError):
             text = str(exc)
