@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -346,8 +348,8 @@ class SQLiteStore:
         rows = conn.execute(
             "SELECT bank_id, id, embedding FROM chunks WHERE id > ? ORDER BY bank_id, id", (self._synced_id,)
         ).fetchall()
-        for bank_id in {row[0] for row in rows}:
-            fresh = [r for r in rows if r[0] == bank_id and not self._index.contains(bank_id, r[1])]
+        for bank_id, group in groupby(rows, key=itemgetter(0)):
+            fresh = [r for r in group if not self._index.contains(bank_id, r[1])]
             self._index_blobs(bank_id, [r[1] for r in fresh], [r[2] for r in fresh])
         self._synced_id = max([self._synced_id, *(row[1] for row in rows)])
         self._generation = int(meta["generation"])
@@ -376,7 +378,7 @@ class SQLiteStore:
 
     def _delete_bank_sync(self, bank_id: str) -> int:
         with self._transaction() as conn:
-            deleted = self._delete_memories(conn, bank_id, "m.bank_id = ?", [bank_id])
+            deleted, _ = _delete_memories(conn, "m.bank_id = ?", [bank_id])
             conn.execute("DELETE FROM banks WHERE bank_id = ?", (bank_id,))
             self._bump_generation(conn)
         self._index.drop_bank(bank_id)
@@ -435,25 +437,14 @@ class SQLiteStore:
 
     def _forget_sync(self, bank_id: str, where: str, params: list[Any]) -> int:
         with self._transaction() as conn:
-            deleted = self._delete_memories(conn, bank_id, where, params)
+            deleted, chunk_ids = _delete_memories(conn, where, params)
             if deleted:
                 self._bump_generation(conn)
+        # Only after COMMIT: a failed delete must leave the vectors searchable.
+        self._index.remove(bank_id, chunk_ids)
         if self._index.needs_rebuild(bank_id):
             self._reindex_bank(bank_id)
         return deleted
-
-    def _delete_memories(self, conn: sqlite3.Connection, bank_id: str, where: str, params: list[Any]) -> int:
-        """Delete matching memories with their tags, chunks (FTS rows go by trigger) and vectors."""
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY)")
-        conn.execute("DELETE FROM temp.doomed")
-        conn.execute(f"INSERT INTO temp.doomed SELECT m.id FROM memories m WHERE {where}", params)
-        chunk_ids = [r[0] for r in conn.execute("SELECT id FROM chunks WHERE memory IN temp.doomed")]
-        conn.execute("DELETE FROM chunks WHERE memory IN temp.doomed")
-        conn.execute("DELETE FROM memory_tags WHERE memory IN temp.doomed")
-        deleted = conn.execute("DELETE FROM memories WHERE id IN temp.doomed").rowcount
-        # Removing from the index before COMMIT is safe: searches re-read hits from SQLite anyway.
-        self._index.remove(bank_id, chunk_ids)
-        return int(deleted)
 
     def _reindex_bank(self, bank_id: str) -> None:
         """Rebuild one bank's graph from its BLOBs after heavy deletion left it mostly tombstones."""
@@ -599,6 +590,19 @@ class SQLiteStore:
 
 
 # -- SQL helpers (run on a worker thread) --------------------------------------------------------
+
+
+def _delete_memories(conn: sqlite3.Connection, where: str, params: list[Any]) -> tuple[int, list[int]]:
+    """Delete matching memories with their tags and chunks (FTS rows go by trigger); returns how
+    many memories went and the ids of their chunks (for the caller to drop from the index)."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY)")
+    conn.execute("DELETE FROM temp.doomed")
+    conn.execute(f"INSERT INTO temp.doomed SELECT m.id FROM memories m WHERE {where}", params)
+    chunk_ids = [r[0] for r in conn.execute("SELECT id FROM chunks WHERE memory IN temp.doomed")]
+    conn.execute("DELETE FROM chunks WHERE memory IN temp.doomed")
+    conn.execute("DELETE FROM memory_tags WHERE memory IN temp.doomed")
+    deleted = conn.execute("DELETE FROM memories WHERE id IN temp.doomed").rowcount
+    return int(deleted), chunk_ids
 
 
 def _generation(conn: sqlite3.Connection) -> int:
