@@ -13,7 +13,7 @@ import pytest
 from astrocyte.brain import Astrocyte
 from astrocyte.errors import NotFoundError
 from astrocyte.ingest.supervisor import IngestSupervisor, RestartPolicy
-from astrocyte.testing.ingest_contract import REJECT_PREFIX, ContractSink
+from astrocyte.testing.ingest_contract import REJECT_PREFIX, ContractSink, FlakySink
 from astrocyte_ingestion_redis import RedisStreamDriver
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -125,6 +125,25 @@ async def test_a_rejected_entry_is_dead_lettered_with_the_sink_reason(
     [letter] = await dead_letters(redis_client, stream)
     assert letter[b"error"] == b"contract_rejected" and letter[b"attempts"] == b"1"
     assert letter[b"reason"] and letter[b"source"] == b"tests" and letter[b"group"] == GROUP.encode()
+
+
+async def test_reading_pauses_while_the_sink_fails(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    inner = ContractSink()
+    flaky = FlakySink(inner, fail_for_seconds=1.5)
+    contents = [f"paused-{i}" for i in range(50)]
+    for content in contents:
+        await add(redis_client, stream, content)
+    async with Running(make_driver(redis_server, stream, flaky, batch_size=10, concurrency=1)) as driver:
+        await eventually("the sink failing", lambda: flaky.failed_calls >= 2)
+        health = await driver.health()
+        assert health.state == "degraded" and "sink failing" in (health.detail or "")
+        # Only the failing batch was read: the rest waits in the stream, not in a buffer.
+        assert (await redis_client.xpending(stream, GROUP))["pending"] == 10
+        await eventually("everything stored once the sink recovers", lambda: len(inner.stored_contents) == 50)
+        await eventually("running again", lambda: _health_is(driver, pending=0))
+    assert set(inner.stored_contents) == set(contents)
 
 
 async def test_health_reports_pending_and_lag(
