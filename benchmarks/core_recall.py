@@ -242,7 +242,11 @@ async def cleanup(store: str, config: dict[str, Any]) -> None:
         return
     import asyncpg  # only needed when PostgreSQL is benchmarked
 
-    conn = await asyncpg.connect(config["dsn"])
+    try:
+        conn = await asyncpg.connect(config["dsn"])
+    except (OSError, asyncpg.PostgresError) as exc:  # never hide the run's own error behind this one
+        print(f"cannot drop benchmark schema {config['schema']}: {exc}", file=sys.stderr)
+        return
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{config["schema"]}" CASCADE')
     finally:
@@ -310,7 +314,12 @@ def main(argv: list[str] | None = None) -> None:
             "--queries",
             str(args.queries),
         ]
-        done = subprocess.run(child, env=env, stdout=subprocess.PIPE, text=True, check=True)
+        done = subprocess.run(child, env=env, stdout=subprocess.PIPE, text=True, check=False)
+        if done.returncode != 0:  # one store failing (a database gone away) keeps the others' figures
+            results["stores"][store] = {
+                "error": f"benchmark process exited with {done.returncode}; see stderr"
+            }
+            continue
         results["stores"][store] = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps(results, indent=2))
 
