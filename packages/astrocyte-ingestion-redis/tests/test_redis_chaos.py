@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +120,10 @@ class Consumer:
         )
 
     def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
+        """SIGKILL (a no-op when the process already exited)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(30)
         self.log.close()
 
     def stop(self) -> int:
@@ -129,6 +131,20 @@ class Consumer:
         code = self.process.wait(60)
         self.log.close()
         return code
+
+
+@pytest.fixture
+def start_consumer(tmp_path: Path) -> Iterator[Callable[[Path], Consumer]]:
+    """Starts runner processes, and kills whatever a failing test left running."""
+    started: list[Consumer] = []
+
+    def start(config: Path) -> Consumer:
+        started.append(Consumer(config, tmp_path / "runner.log"))
+        return started[-1]
+
+    yield start
+    for consumer in started:
+        consumer.kill()
 
 
 def chaos_config(server: RedisServer, stream: str, database: Path) -> dict[str, Any]:
@@ -159,7 +175,10 @@ def chaos_config(server: RedisServer, stream: str, database: Path) -> dict[str, 
     "redis_stop", [signal.SIGTERM, signal.SIGKILL], ids=["redis-stopped", "redis-killed"]
 )
 async def test_chaos_redis_restart_and_consumer_sigkill(
-    own_redis_server: RedisServer, tmp_path: Path, redis_stop: signal.Signals
+    own_redis_server: RedisServer,
+    tmp_path: Path,
+    start_consumer: Callable[[Path], Consumer],
+    redis_stop: signal.Signals,
 ) -> None:
     stream = "chaos-events"
     config = chaos_config(own_redis_server, stream, tmp_path / "memories.db")
@@ -169,7 +188,7 @@ async def test_chaos_redis_restart_and_consumer_sigkill(
     client = Redis.from_url(own_redis_server.url)
     try:
         produced = await produce(client, stream, range(0, TOTAL // 2))
-        first = Consumer(config_path, log)
+        first = start_consumer(config_path)
         produced |= await produce(client, stream, range(TOTAL // 2, TOTAL))
         await wait_for("a third of the entries read", read_at_least(client, stream, TOTAL // 3), 90)
         own_redis_server.stop(redis_stop)  # mid-run: the consumer degrades and reconnects
@@ -178,7 +197,7 @@ async def test_chaos_redis_restart_and_consumer_sigkill(
         await wait_for("two thirds read after the restart", read_at_least(client, stream, 2 * TOTAL // 3), 90)
         first.kill()  # SIGKILL: its in-flight entries stay pending under its consumer name
         orphaned = (await client.xpending(stream, GROUP))["pending"]
-        second = Consumer(config_path, log)
+        second = start_consumer(config_path)
         await wait_for("every entry settled (lag 0, none pending)", all_settled(client, stream), 120)
         assert second.stop() == 0, log.read_text()[-3000:]
         # The killed consumer's name is all that is left: the survivor claimed its entries and
