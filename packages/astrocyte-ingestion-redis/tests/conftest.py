@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from astrocyte_ingestion_redis.testing import RedisServer
 from redis.asyncio import Redis
-from redis_server import RedisServer
 
 
 def need_service(variable: str) -> str:

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from astrocyte.brain import Astrocyte
 from astrocyte.types import RetainRequest
+from astrocyte_ingestion_redis.testing import RedisServer
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from redis_server import RedisServer
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 

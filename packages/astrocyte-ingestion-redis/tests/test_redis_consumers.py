@@ -10,9 +10,9 @@ from typing import Any
 
 from astrocyte.testing.ingest_contract import ContractSink
 from astrocyte_ingestion_redis import RedisStreamDriver
+from astrocyte_ingestion_redis.testing import RedisServer
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from redis_server import RedisServer
 
 GROUP = "pair"
 

@@ -15,10 +15,10 @@ from astrocyte.errors import NotFoundError
 from astrocyte.ingest.supervisor import IngestSupervisor, RestartPolicy
 from astrocyte.testing.ingest_contract import REJECT_PREFIX, ContractSink, FlakySink
 from astrocyte_ingestion_redis import RedisStreamDriver
+from astrocyte_ingestion_redis.testing import RedisServer
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
-from redis_server import RedisServer
 
 GROUP = "tests"
 

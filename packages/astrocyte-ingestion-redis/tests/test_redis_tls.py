@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from astrocyte.testing.ingest_contract import ContractSink
 from astrocyte_ingestion_redis import RedisStreamDriver
+from astrocyte_ingestion_redis.testing import RedisServer
 from redis.asyncio import Redis
-from redis_server import RedisServer
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402

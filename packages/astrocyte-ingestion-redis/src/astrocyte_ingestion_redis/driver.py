@@ -102,6 +102,14 @@ class RedisStreamDriver:
         self._stats_task: asyncio.Task[None] | None = None
 
     @classmethod
+    def contract_harness(cls) -> Any:
+        """The core contract kit's harness: a private redis-server from
+        ``ASTROCYTE_TEST_REDIS_SERVER_BIN``, or None when that is not set."""
+        from astrocyte_ingestion_redis.testing import RedisHarness  # test support, loaded on demand
+
+        return RedisHarness.from_env()
+
+    @classmethod
     def validate_config(cls, mapping: Mapping[str, Any]) -> RedisStreamConfig:
         """Validate the driver keys of a source; raises :class:`ConfigError` naming the bad key."""
         return validate_model(RedisStreamConfig, mapping)
