@@ -7,6 +7,7 @@ imported the gateway would fail here.
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def build(session: nox.Session) -> None:
     """Build every wheel and sdist, then install each wheel alone in a clean venv and import it."""
     session.install("build>=1.2", "uv>=0.4")
     dist = ROOT / "dist"
+    shutil.rmtree(dist, ignore_errors=True)  # a stale wheel of an older version must not be tested
     for name, folder in PACKAGES.items():
         out = dist / name
         session.run("python", "-m", "build", "--installer", "uv", "--outdir", str(out), str(folder))
@@ -101,7 +103,7 @@ def build(session: nox.Session) -> None:
 def _check_wheel_alone(session: nox.Session, name: str, out: Path) -> None:
     wheel = next(out.glob("*.whl"))
     venv = Path(session.create_tmp()) / f"alone-{name}"
-    session.run("uv", "venv", "--quiet", "--python", "3.11", str(venv))
+    session.run("uv", "venv", "--quiet", "--clear", "--python", "3.11", str(venv))
     python = str(venv / "bin" / "python")
     # A package built on the core may pull the core only from the wheel built here, never PyPI.
     core_wheel = next((ROOT / "dist" / "astrocyte-core").glob("*.whl"))
