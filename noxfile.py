@@ -82,10 +82,13 @@ def contracts(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format) over the repository."""
-    session.install("ruff>=0.6")
+    """ruff (lint and format) over the repository; mypy over every package's public code."""
+    session.install(
+        "ruff>=0.6", "mypy>=1.10", "types-PyYAML", *(f"{folder}[test]" for folder in PACKAGES.values())
+    )
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy", *(str(next((folder / "src").iterdir())) for folder in PACKAGES.values()))
 
 
 @nox.session(python="3.11")

@@ -7,6 +7,8 @@ async with Astrocyte.from_config("astrocyte.yaml") as brain:
     result = await brain.recall("what does Alice drink?", bank_id="user:alice")
 """
 
+from typing import TYPE_CHECKING
+
 from astrocyte.errors import AstrocyteError
 from astrocyte.types import (
     AstrocyteContext,
@@ -18,6 +20,9 @@ from astrocyte.types import (
     ReflectResult,
     RetainResult,
 )
+
+if TYPE_CHECKING:
+    from astrocyte.brain import Astrocyte
 
 __version__ = "0.1.0"
 

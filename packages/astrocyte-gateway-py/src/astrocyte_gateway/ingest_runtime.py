@@ -11,12 +11,11 @@ from astrocyte_gateway.runtime import GatewayRuntime
 async def start_ingest(runtime: GatewayRuntime, stack: AsyncExitStack) -> None:
     """Start every configured source (none configured: nothing to do). Stopped with the stack."""
     brain = runtime.brain
-    sources = getattr(getattr(brain, "config", None), "sources", None)
-    if not sources:
+    if brain is None or not brain.config.sources:
         return
     from astrocyte.ingest.supervisor import IngestSupervisor
 
-    supervisor = IngestSupervisor.from_mapping(brain, sources, registry=runtime.metrics.registry)
+    supervisor = IngestSupervisor.from_mapping(brain, brain.config.sources, registry=runtime.metrics.registry)
     await stack.enter_async_context(supervisor)
     runtime.supervisor = supervisor
     stack.callback(setattr, runtime, "supervisor", None)

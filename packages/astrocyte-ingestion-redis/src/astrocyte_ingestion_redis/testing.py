@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from astrocyte.ingest.sink import Sink
 from astrocyte.testing.ingest_contract import ContractMessage, IngestHarness
@@ -119,7 +120,7 @@ class RedisHarness(IngestHarness):
         self.server = server
         self.owns_server = owns_server  # started in setup and stopped in teardown
         self.stream = ""
-        self.client: Redis | None = None
+        self.client: Any = None  # redis.asyncio.Redis; its stubs type replies as bytes | str
         self.published = 0
 
     @property
@@ -187,10 +188,10 @@ class RedisHarness(IngestHarness):
         return [fields[b"source_ref"].decode() for _, fields in entries]
 
     async def break_transport(self) -> None:
-        self.server.stop()
+        await asyncio.to_thread(self.server.stop)
 
     async def restore_transport(self) -> None:
-        self.server.start()
+        await asyncio.to_thread(self.server.start)
 
     async def _add(self, fields: dict[bytes, bytes]) -> str:
         assert self.client is not None
