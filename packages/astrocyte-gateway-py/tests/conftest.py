@@ -23,16 +23,6 @@ MEMORY_CONFIG = {"store": "memory", "embedder": "hashing"}
 PEER = ("127.0.0.1", 50_000)
 
 
-def need_service(variable: str) -> str:
-    """The service URL from ``variable``; skip locally when unset, fail under CI."""
-    value = os.environ.get(variable)
-    if not value:
-        if os.environ.get("CI"):
-            pytest.fail(f"{variable} is not set: this test needs the service in CI")
-        pytest.skip(f"{variable} is not set")
-    return value
-
-
 @pytest.fixture
 async def brain() -> AsyncIterator[Astrocyte]:
     async with Astrocyte.from_dict(MEMORY_CONFIG) as engine:

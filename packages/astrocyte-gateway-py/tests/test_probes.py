@@ -12,7 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from astrocyte import Astrocyte
 from astrocyte.ingest.driver import DriverConfig, DriverHealth
-from conftest import need_service, serve
+from astrocyte.testing import service_env
+from conftest import serve
 
 
 class TcpRelay:
@@ -70,7 +71,7 @@ async def test_live_and_health_when_all_is_well(client: httpx.AsyncClient) -> No
 
 
 async def test_health_is_503_with_the_store_down() -> None:
-    dsn = need_service("ASTROCYTE_TEST_POSTGRES_DSN")
+    dsn = service_env("ASTROCYTE_TEST_POSTGRES_DSN")
     async with relayed_postgres(dsn) as (relay, relayed_dsn):
         config = {
             "store": "postgres",

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import assert_error, need_service
+from astrocyte.testing import service_env
+from conftest import assert_error
 
 
 def test_two_gateways_share_one_budget(gateway_process: Any, memory_config: Path) -> None:
-    redis_url = need_service("ASTROCYTE_TEST_REDIS_URL")
+    redis_url = service_env("ASTROCYTE_TEST_REDIS_URL")
     env = {
         "ASTROCYTE_CONFIG_PATH": str(memory_config),
         "ASTROCYTE_RATE_LIMIT_PER_SECOND": "0.05",

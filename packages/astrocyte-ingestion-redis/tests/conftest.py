@@ -3,29 +3,19 @@ them), a fresh stream namespace per test, and an engine over the memory store.""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from astrocyte.testing import service_env
 from astrocyte_ingestion_redis.testing import RedisServer
 from redis.asyncio import Redis
 
 
-def need_service(variable: str) -> str:
-    """The value of ``variable``; skip locally when unset, fail under CI."""
-    value = os.environ.get(variable)
-    if not value:
-        if os.environ.get("CI"):
-            pytest.fail(f"{variable} is not set: this test needs the service in CI")
-        pytest.skip(f'{variable} is not set (eval "$(scripts/services env)" after scripts/services up redis)')
-    return value
-
-
 @pytest.fixture(scope="session")
 def redis_bin() -> str:
-    return need_service("ASTROCYTE_TEST_REDIS_SERVER_BIN")
+    return service_env("ASTROCYTE_TEST_REDIS_SERVER_BIN")
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,10 @@ Unset, Redis-backed tests skip locally and fail under ``CI`` (a missing service 
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
+from astrocyte.testing import service_env
 
 REDIS_URL_VAR = "ASTROCYTE_TEST_REDIS_URL"
 
@@ -16,13 +16,7 @@ REDIS_URL_VAR = "ASTROCYTE_TEST_REDIS_URL"
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """URL of the test Redis server."""
-    url = os.environ.get(REDIS_URL_VAR)
-    if not url:
-        message = f"{REDIS_URL_VAR} is not set; no Redis to test the shared limiter against"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return url
+    return service_env(REDIS_URL_VAR)
 
 
 @pytest.fixture

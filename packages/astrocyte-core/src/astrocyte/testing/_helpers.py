@@ -115,3 +115,14 @@ def missing_service(reason: str) -> NoReturn:
     if in_ci():
         pytest.fail(f"{reason} (CI is set, so a missing service fails instead of skipping)")
     pytest.skip(reason)
+
+
+def service_env(variable: str) -> str:
+    """The value of the environment variable naming a test service (a URL, a DSN, a binary);
+    :func:`missing_service` when it is unset: a skip locally, a failure under CI."""
+    value = os.environ.get(variable)
+    if not value:
+        missing_service(
+            f'{variable} is not set (start the test services: scripts/services up, then eval "$(scripts/services env)")'
+        )
+    return value
