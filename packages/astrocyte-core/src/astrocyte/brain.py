@@ -344,10 +344,7 @@ class Astrocyte:
         vector = (await self._embed([query]))[0]
         embedded = time.perf_counter()
         k = max(settings.candidate_pool, max_results * settings.candidate_multiplier)
-        by_vector, by_keyword = await asyncio.gather(
-            self.store.vector_search(bank_ids, vector, k, filters),
-            self.store.keyword_search(bank_ids, query, k, filters),
-        )
+        by_vector, by_keyword = await self._both_arms(bank_ids, vector, query, k, filters)
         searched = time.perf_counter()
         if settings.min_similarity is not None:
             by_vector = [h for h in by_vector if h.score > settings.min_similarity]
@@ -377,6 +374,21 @@ class Astrocyte:
             trace=trace,
             authority_context=self.policy.authority_context(hits) if hits else None,
         )
+
+    async def _both_arms(
+        self, bank_ids: list[str], vector: np.ndarray, query: str, k: int, filters: SearchFilters
+    ) -> tuple[list[StoredHit], list[StoredHit]]:
+        """The vector and keyword arms; in one call when the store offers ``hybrid_search`` (one
+        worker-thread hop instead of two), else concurrently."""
+        hybrid = getattr(self.store, "hybrid_search", None)
+        if hybrid is not None:
+            arms: tuple[list[StoredHit], list[StoredHit]] = await hybrid(bank_ids, vector, query, k, filters)
+            return arms
+        by_vector, by_keyword = await asyncio.gather(
+            self.store.vector_search(bank_ids, vector, k, filters),
+            self.store.keyword_search(bank_ids, query, k, filters),
+        )
+        return by_vector, by_keyword
 
     def _hit(self, hit: StoredHit, score: float) -> MemoryHit:
         return MemoryHit(

@@ -36,16 +36,24 @@ def collapse(hits: Sequence[StoredHit]) -> list[StoredHit]:
 
 def reciprocal_rank_fusion(arms: Sequence[Sequence[StoredHit]], k: int = 60) -> list[FusedHit]:
     """Fuse ranked arms into one list of memories, best first (ties keep first-seen order)."""
-    fused: dict[str, FusedHit] = {}
+    # Plain dicts in the loop (this runs on every recall); FusedHit objects only at the end.
+    scores: dict[str, float] = {}
+    first: dict[str, StoredHit] = {}
     for arm in arms:
-        for rank, hit in enumerate(collapse(arm), start=1):
-            contribution = 1.0 / (k + rank)
-            entry = fused.get(hit.memory_id)
-            if entry is None:
-                fused[hit.memory_id] = FusedHit(hit, contribution)
+        seen: set[str] = set()
+        for hit in arm:
+            memory_id = hit.memory_id
+            if memory_id in seen:
+                continue  # collapse: a memory ranks where its best chunk does
+            seen.add(memory_id)
+            contribution = 1.0 / (k + len(seen))
+            if memory_id in scores:
+                scores[memory_id] += contribution
             else:
-                entry.score += contribution
-    return sorted(fused.values(), key=lambda f: f.score, reverse=True)
+                scores[memory_id] = contribution
+                first[memory_id] = hit
+    order = sorted(scores, key=scores.__getitem__, reverse=True)  # stable: ties keep first-seen order
+    return [FusedHit(first[memory_id], scores[memory_id]) for memory_id in order]
 
 
 def max_fused_score(arm_count: int, k: int = 60) -> float:

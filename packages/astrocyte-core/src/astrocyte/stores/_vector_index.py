@@ -77,7 +77,8 @@ class _BankIndex:
             if size == 0:
                 return np.empty(0, dtype=np.uint64)
             exact = size <= self._settings.exact_below
-            matches = self._index.search(query, min(count, size), exact=exact)
+            # One thread: the caller is already a worker thread; usearch's own pool costs more.
+            matches = self._index.search(query, min(count, size), exact=exact, threads=1)
             return np.asarray(matches.keys, dtype=np.uint64)
 
     def save(self, path: Path) -> None:

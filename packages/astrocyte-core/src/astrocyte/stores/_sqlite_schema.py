@@ -1,0 +1,82 @@
+"""The SQLite store's file layout (DDL) and how its connections are opened.
+
+Layout: ``banks``, ``memories`` (one row per retained memory, with its tags, metadata and times),
+``memory_tags`` (for tag filters), ``chunks`` (text and the float32 embedding as a BLOB),
+``chunks_fts`` (FTS5 over chunk text, kept in step by triggers), ``store_meta`` (embedding
+dimension, a write generation), ``state`` and ``leases``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+__all__ = ["SCHEMA", "connect"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', 1), ('generation', 0);
+CREATE TABLE IF NOT EXISTS banks (bank_id TEXT PRIMARY KEY, created_at TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memories (
+    id INTEGER PRIMARY KEY,
+    memory_id TEXT NOT NULL,
+    bank_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    occurred_at TEXT,
+    retained_at TEXT NOT NULL,
+    event_us INTEGER NOT NULL,      -- COALESCE(occurred_at, retained_at) as UTC microseconds
+    retained_us INTEGER NOT NULL,
+    source TEXT,
+    idempotency_key TEXT,
+    UNIQUE (bank_id, memory_id),
+    UNIQUE (bank_id, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS memories_by_event ON memories (bank_id, event_us);
+CREATE INDEX IF NOT EXISTS memories_by_retained ON memories (bank_id, retained_us);
+CREATE TABLE IF NOT EXISTS memory_tags (
+    memory INTEGER NOT NULL, bank_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (memory, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memory_tags_by_tag ON memory_tags (bank_id, tag, memory);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: it is the vector index key
+    memory INTEGER NOT NULL,
+    bank_id TEXT NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    bank_key TEXT NOT NULL,                 -- one FTS token naming the bank (see _bank_key)
+    embedding BLOB NOT NULL                 -- float32, native byte order
+);
+CREATE INDEX IF NOT EXISTS chunks_by_memory ON chunks (memory);
+CREATE INDEX IF NOT EXISTS chunks_by_bank ON chunks (bank_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, bank_key, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts (rowid, text, bank_key) VALUES (new.id, new.text, new.bank_key);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts (chunks_fts, rowid, text, bank_key) VALUES ('delete', old.id, old.text, old.bank_key);
+END;
+CREATE TABLE IF NOT EXISTS state (
+    namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL);
+"""
+
+
+def connect(path: Path, busy_timeout_ms: int, cache_kib: int, mmap_mib: int = 0) -> sqlite3.Connection:
+    """An autocommit connection in WAL mode (transactions are explicit ``BEGIN``s)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL in WAL mode survives application crashes; only an OS crash can lose the last commits.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    # Page caches are per connection; readers keep theirs small and share the OS page cache.
+    conn.execute(f"PRAGMA cache_size = -{cache_kib}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    if mmap_mib:
+        # Pages read through the mapping skip a copy out of the OS cache into the page cache.
+        conn.execute(f"PRAGMA mmap_size = {int(mmap_mib) << 20}")
+    return conn

@@ -1,0 +1,328 @@
+"""The SQLite store's read path, run on a reader thread: the vector arm (ANN candidates re-read and
+re-scored exactly), the keyword arm (FTS5 BM25), and hydration of chunk ids into hits.
+
+Each arm first ranks bare ``(chunk id, score)`` pairs; rows are read in full only for the pairs
+kept, in one statement (``hydrate``), so a recall that runs both arms (``both_arms``) pays one
+statement for the hits of both, and none for rows it has parsed before (``HitRows``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+import numpy as np
+
+from astrocyte.stores._sqlite_sql import bank_key, filter_sql, has_filters
+from astrocyte.stores._vector_index import VectorIndex
+from astrocyte.types import SearchFilters, StoredHit
+
+__all__ = [
+    "HitRows",
+    "SearchLimits",
+    "both_arms",
+    "hydrate",
+    "keyword_ranked",
+    "keyword_search",
+    "vector_scored",
+]
+
+Scored = list[tuple[int, float]]
+
+_HIT_COLUMNS = (
+    "c.id, c.chunk_index, c.text, m.memory_id, m.bank_id, m.tags, m.metadata, "
+    "m.occurred_at, m.retained_at, m.source"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchLimits:
+    """``exact_max``: filtered candidate sets up to this size are scored exactly; ``window``: the
+    keyword rank window (see :func:`keyword_ranked`)."""
+
+    exact_max: int
+    window: int
+
+
+def vector_scored(
+    conn: sqlite3.Connection,
+    index: VectorIndex,
+    banks: list[str],
+    query: np.ndarray,
+    k: int,
+    filters: SearchFilters,
+    exact_max: int,
+) -> Scored:
+    """The best ``k`` chunks by exact cosine, as ``(chunk id, score)`` best first; filters are exact.
+
+    Filters are applied after the ANN search with over-fetch; a selective filter (at most
+    ``exact_max`` matching chunks) is answered by scoring every matching chunk instead."""
+    where, params = filter_sql(banks, filters)
+    total = index.size(banks)
+    if has_filters(filters):
+        exact = _exact_candidates(conn, where, params, exact_max)
+        if exact is not None:
+            return _rescore(conn, exact, query, k, "", [])
+        # Not selective: at least exact_max rows match, so k*total/exact_max neighbours contain
+        # k matches on average; over-fetch, then widen until k are found.
+        fetch = max(4 * k, k * total // max(exact_max, 1))
+    else:
+        # The banks' own indexes hold only their chunks (and hydration checks the bank again):
+        # re-reading a candidate needs no join, only its row still being there.
+        where, params = "", []
+        fetch = max(2 * k, 20)
+    while True:
+        keys = index.search(banks, query, fetch)
+        scored = _rescore(conn, keys, query, k, where, params)
+        if len(scored) >= k or fetch >= total:
+            return scored
+        fetch *= 4
+
+
+def _exact_candidates(
+    conn: sqlite3.Connection, where: str, params: list[Any], limit: int
+) -> list[int] | None:
+    """Chunk ids matching the filter when there are at most ``limit`` of them, else None."""
+    rows = conn.execute(
+        f"SELECT c.id FROM memories m JOIN chunks c ON c.memory = m.id WHERE {where} LIMIT ?",
+        [*params, limit + 1],
+    ).fetchall()
+    return None if len(rows) > limit else [r[0] for r in rows]
+
+
+def _rescore(
+    conn: sqlite3.Connection, keys: Sequence[int], query: np.ndarray, k: int, where: str, params: list[Any]
+) -> Scored:
+    """Read candidate chunks (those still present and, with ``where``, matching it), score them by
+    exact cosine against their stored float32 vectors, and return the best ``k``."""
+    if not len(keys):
+        return []
+    # CROSS JOIN pins the join order: probe the few candidate ids, never scan the bank.
+    join = f" CROSS JOIN memories m ON m.id = c.memory WHERE {where}" if where else ""
+    rows = conn.execute(
+        f"SELECT c.id, c.embedding FROM json_each(?) AS j CROSS JOIN chunks c ON c.id = j.value{join}",
+        [json.dumps([int(key) for key in keys]), *params],
+    ).fetchall()
+    if not rows:
+        return []
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), query.size)
+    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query))
+    scores = np.clip((matrix @ query) / np.where(norms == 0, 1.0, norms), -1.0, 1.0)
+    # Ties break on chunk id so results are deterministic.
+    order = np.lexsort((ids, -scores))[:k]
+    return list(zip(ids[order].tolist(), scores[order].tolist(), strict=True))
+
+
+def keyword_ranked(
+    conn: sqlite3.Connection,
+    banks: list[str],
+    words: list[str],
+    k: int,
+    filters: SearchFilters,
+    window: int,
+    foreign: int | None,
+) -> Scored:
+    """``(chunk id, BM25 score)`` best first (higher is better) over the chunks holding any of
+    ``words``, exact when at most ``window`` chunks match.
+
+    BM25 costs a few microseconds per matching chunk, so a broad query over a large bank would
+    cost tens of milliseconds. Past ``window`` matches the candidates are the ``window`` most recent
+    matching chunks plus, over all time, the best chunks holding every word.
+
+    Banks are restricted inside the MATCH expression (each chunk's ``bank_key`` column holds one
+    token naming its bank), so FTS5 intersects posting lists instead of SQLite joining every match.
+    When the searched banks hold most of the store even that costs more than it saves, so the
+    caller passes ``foreign``, the number of chunks other banks hold: the words are matched alone
+    and up to ``k + min(foreign, k)`` pairs are returned, foreign chunks included (hydration with
+    the banks drops those). With filters the banks are joined in SQL and nothing foreign comes back.
+    """
+    in_words = f"{{text}} : ({' OR '.join(words)})"
+    every_word = f"{{text}} : ({' AND '.join(words)})" if len(words) > 1 else None
+    params: list[Any] = []
+    scope = "FROM chunks_fts WHERE chunks_fts MATCH ?"
+    if has_filters(filters):
+        where, params = filter_sql(banks, filters)
+        scope = "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid JOIN memories m ON m.id = c.memory "
+        scope += f"WHERE chunks_fts MATCH ? AND {where}"
+    elif foreign is None:
+        in_banks = "{bank_key} : (" + " OR ".join(f'"{bank_key(bank)}"' for bank in banks) + ")"
+        in_words += f" AND {in_banks}"
+        every_word = every_word and f"{every_word} AND {in_banks}"
+    # Room for the foreign chunks hydration will drop (none when the banks are in the SQL).
+    fetch = k + min(foreign, k) if foreign is not None and not params else k
+    # The bank_key column gets weight 0: only the words score.
+    base = f"SELECT chunks_fts.rowid, bm25(chunks_fts, 1.0, 0.0) {scope}"
+    limit = max(window, k)  # the window must hold k chunks to return k
+    newest = conn.execute(
+        f"SELECT chunks_fts.rowid {scope} ORDER BY chunks_fts.rowid DESC LIMIT 1 OFFSET ?",
+        [in_words, *params, limit - 1],
+    ).fetchone()
+    if newest is None:
+        return [
+            (i, -rank)
+            for i, rank in conn.execute(f"{base} ORDER BY 2, 1 LIMIT ?", [in_words, *params, fetch])
+        ]
+    ranked = conn.execute(
+        f"{base} AND chunks_fts.rowid >= ? ORDER BY 2, 1 LIMIT ?", [in_words, *params, newest[0], fetch]
+    ).fetchall()
+    if every_word:
+        ranked += conn.execute(f"{base} ORDER BY 2, 1 LIMIT ?", [every_word, *params, fetch]).fetchall()
+    best: dict[int, float] = {}
+    for chunk_id, rank in ranked:
+        best[chunk_id] = min(rank, best.get(chunk_id, rank))
+    # FTS5's bm25() is lower-is-better (negative); the store contract wants higher-is-better.
+    return [(chunk_id, -rank) for chunk_id, rank in sorted(best.items(), key=lambda item: (item[1], item[0]))]
+
+
+def keyword_search(
+    conn: sqlite3.Connection,
+    cache: HitRows,
+    banks: list[str],
+    words: list[str],
+    k: int,
+    filters: SearchFilters,
+    window: int,
+    foreign: int | None,
+) -> list[StoredHit]:
+    """The keyword arm as hits: :func:`keyword_ranked`, hydrated, at most ``k``. When matching
+    the words alone (``foreign`` given) let foreign chunks crowd the banks' own out, it asks again
+    bank-scoped."""
+    scored = keyword_ranked(conn, banks, words, k, filters, window, foreign)
+    hits = hydrate(conn, cache, [scored], banks, k)[0]
+    if foreign is not None and len(hits) < k:
+        return keyword_search(conn, cache, banks, words, k, filters, window, None)
+    return hits
+
+
+def both_arms(
+    conn: sqlite3.Connection,
+    cache: HitRows,
+    index: VectorIndex,
+    banks: list[str],
+    vector: np.ndarray,
+    words: list[str],
+    k: int,
+    filters: SearchFilters,
+    limits: SearchLimits,
+    foreign: int | None,
+) -> tuple[list[StoredHit], list[StoredHit]]:
+    """The vector arm and the keyword arm (as :func:`vector_scored` and :func:`keyword_search`
+    would return them), with one hydrating statement (at most) for both."""
+    by_vector = vector_scored(conn, index, banks, vector, k, filters, limits.exact_max)
+    by_keyword = keyword_ranked(conn, banks, words, k, filters, limits.window, foreign) if words else []
+    vector_hits, keyword_hits = hydrate(conn, cache, [by_vector, by_keyword], banks, k)
+    if foreign is not None and len(keyword_hits) < k and len(by_keyword) > len(keyword_hits):
+        # Some were dropped (foreign, or deleted meanwhile): ask again bank-scoped.
+        keyword_hits = keyword_search(conn, cache, banks, words, k, filters, limits.window, None)
+    return vector_hits, keyword_hits
+
+
+class HitRows:
+    """Hit fields by chunk id, parsed once and kept for later searches (at most ``capacity``, the
+    oldest entries evicted first).
+
+    Sound because a chunk row never changes once written and chunk ids are never reused; whether
+    the chunk still exists is not cached: searches only ask for ids their own read snapshot just
+    returned (see :meth:`SQLiteThreads.read`)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._rows: dict[int, _Fields] = {}
+        self._lock = threading.Lock()
+
+    def get(self, chunk_id: int) -> _Fields | None:
+        return self._rows.get(chunk_id)
+
+    def fetch(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, _Fields]:
+        """The fields of ``ids`` that exist, read from ``conn`` for those not held yet."""
+        found: dict[int, _Fields] = {}
+        missing: list[int] = []
+        for chunk_id in ids:
+            fields = self._rows.get(chunk_id)
+            if fields is None:
+                missing.append(chunk_id)
+            else:
+                found[chunk_id] = fields
+        if missing:
+            rows = conn.execute(
+                f"SELECT {_HIT_COLUMNS} FROM json_each(?) AS j CROSS JOIN chunks c ON c.id = j.value "
+                "CROSS JOIN memories m ON m.id = c.memory",
+                [json.dumps(missing)],
+            ).fetchall()
+            parsed = {row[0]: _parse(row) for row in rows}
+            found.update(parsed)
+            self._remember(parsed)
+        return found
+
+    def _remember(self, parsed: dict[int, _Fields]) -> None:
+        if not self._capacity:
+            return
+        with self._lock:
+            rows = self._rows
+            rows.update(parsed)
+            excess = len(rows) - self._capacity
+            if excess > 0:
+                for chunk_id in list(islice(rows, excess)):
+                    del rows[chunk_id]
+
+
+def hydrate(
+    conn: sqlite3.Connection,
+    cache: HitRows,
+    arms: Sequence[Scored],
+    banks: Sequence[str],
+    limit: int | None = None,
+) -> list[list[StoredHit]]:
+    """Full hits for each arm's ``(chunk id, score)`` pairs, in the given order, skipping ids gone
+    and chunks outside ``banks``, at most ``limit`` per arm; one statement (or none) for every arm."""
+    ids = list(dict.fromkeys(chunk_id for arm in arms for chunk_id, _ in arm))
+    if not ids:
+        return [[] for _ in arms]
+    fields = cache.fetch(conn, ids)
+    wanted = set(banks)
+    out: list[list[StoredHit]] = []
+    for arm in arms:
+        hits: list[StoredHit] = []
+        for chunk_id, score in arm:
+            found = fields.get(chunk_id)
+            if found is not None and found[1] in wanted:
+                hits.append(_hit(found, score))
+                if len(hits) == limit:
+                    break
+        out.append(hits)
+    return out
+
+
+# memory_id, bank_id, chunk_index, text, tags, metadata, occurred_at, retained_at, source
+# (metadata stays JSON text: every hit gets its own parsed copy, the cache no shared object)
+_Fields = tuple[str, str, int, str, tuple[str, ...], str, datetime | None, datetime, str | None]
+
+
+def _parse(row: Sequence[Any]) -> _Fields:
+    _, chunk_index, text, memory_id, bank_id, tags, metadata, occurred_at, retained_at, source = row[:10]
+    return (
+        memory_id,
+        bank_id,
+        chunk_index,
+        text,
+        tuple(json.loads(tags)) if tags != "[]" else (),
+        metadata,
+        datetime.fromisoformat(occurred_at) if occurred_at else None,
+        datetime.fromisoformat(retained_at),
+        source,
+    )
+
+
+def _hit(fields: _Fields, score: float) -> StoredHit:
+    memory_id, bank_id, chunk_index, text, tags, metadata, occurred_at, retained_at, source = fields
+    parsed = json.loads(metadata) if metadata != "{}" else {}
+    return StoredHit(
+        memory_id, bank_id, chunk_index, text, score, tags, parsed, occurred_at, retained_at, source
+    )
