@@ -45,7 +45,7 @@ from astrocyte._metrics import instrumented
 from astrocyte.chunking import chunk_text
 from astrocyte.config import AstrocyteConfig, load_config, parse_config
 from astrocyte.errors import AstrocyteError, NotFoundError, ProviderUnavailableError, ValidationError
-from astrocyte.fusion import max_fused_score, reciprocal_rank_fusion
+from astrocyte.fusion import above, max_fused_score, reciprocal_rank_fusion
 from astrocyte.policy.access import bank_not_found
 from astrocyte.policy.engine import PolicyEngine
 from astrocyte.providers import EMBEDDERS, LLM, LLMS, STORES, Embedder, Store, build
@@ -347,7 +347,7 @@ class Astrocyte:
         by_vector, by_keyword = await self._both_arms(bank_ids, vector, query, k, filters)
         searched = time.perf_counter()
         if settings.min_similarity is not None:
-            by_vector = [h for h in by_vector if h.score > settings.min_similarity]
+            by_vector = above(by_vector, settings.min_similarity)
         fused = reciprocal_rank_fusion([by_vector, by_keyword], k=settings.rrf_k)
         best = max_fused_score(2, settings.rrf_k)
         hits, truncated = fit_budget(
@@ -377,12 +377,14 @@ class Astrocyte:
 
     async def _both_arms(
         self, bank_ids: list[str], vector: np.ndarray, query: str, k: int, filters: SearchFilters
-    ) -> tuple[list[StoredHit], list[StoredHit]]:
+    ) -> tuple[Sequence[StoredHit], Sequence[StoredHit]]:
         """The vector and keyword arms; in one call when the store offers ``hybrid_search`` (one
-        worker-thread hop instead of two), else concurrently."""
+        worker-thread hop instead of two, hits read only when used), else concurrently."""
         hybrid = getattr(self.store, "hybrid_search", None)
         if hybrid is not None:
-            arms: tuple[list[StoredHit], list[StoredHit]] = await hybrid(bank_ids, vector, query, k, filters)
+            arms: tuple[Sequence[StoredHit], Sequence[StoredHit]] = await hybrid(
+                bank_ids, vector, query, k, filters
+            )
             return arms
         by_vector, by_keyword = await asyncio.gather(
             self.store.vector_search(bank_ids, vector, k, filters),

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -97,7 +97,7 @@ def _exact_candidates(
 
 
 def _rescore(
-    conn: sqlite3.Connection, keys: Sequence[int], query: np.ndarray, k: int, where: str, params: list[Any]
+    conn: sqlite3.Connection, keys: list[int], query: np.ndarray, k: int, where: str, params: list[Any]
 ) -> Scored:
     """Read candidate chunks (those still present and, with ``where``, matching it), score them by
     exact cosine against their stored float32 vectors, and return the best ``k``."""
@@ -107,14 +107,17 @@ def _rescore(
     join = f" CROSS JOIN memories m ON m.id = c.memory WHERE {where}" if where else ""
     rows = conn.execute(
         f"SELECT c.id, c.embedding FROM json_each(?) AS j CROSS JOIN chunks c ON c.id = j.value{join}",
-        [json.dumps([int(key) for key in keys]), *params],
+        [json.dumps(keys), *params],
     ).fetchall()
     if not rows:
         return []
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), query.size)
-    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query))
-    scores = np.clip((matrix @ query) / np.where(norms == 0, 1.0, norms), -1.0, 1.0)
+    # einsum/sqrt rather than linalg.norm and minimum/maximum rather than clip: the same values,
+    # less per-call overhead on these small arrays (this runs on every recall).
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix)) * float(np.sqrt(query @ query))
+    norms[norms == 0] = 1.0
+    scores = np.minimum(np.maximum((matrix @ query) / norms, -1.0), 1.0)
     # Ties break on chunk id so results are deterministic.
     order = np.lexsort((ids, -scores))[:k]
     return list(zip(ids[order].tolist(), scores[order].tolist(), strict=True))
@@ -198,7 +201,7 @@ def keyword_search(
     hits = hydrate(conn, cache, [scored], banks, k)[0]
     if foreign is not None and len(hits) < k:
         return keyword_search(conn, cache, banks, words, k, filters, window, None)
-    return hits
+    return list(hits)
 
 
 def both_arms(
@@ -212,16 +215,17 @@ def both_arms(
     filters: SearchFilters,
     limits: SearchLimits,
     foreign: int | None,
-) -> tuple[list[StoredHit], list[StoredHit]]:
+) -> tuple[Sequence[StoredHit], Sequence[StoredHit]]:
     """The vector arm and the keyword arm (as :func:`vector_scored` and :func:`keyword_search`
     would return them), with one hydrating statement (at most) for both."""
     by_vector = vector_scored(conn, index, banks, vector, k, filters, limits.exact_max)
     by_keyword = keyword_ranked(conn, banks, words, k, filters, limits.window, foreign) if words else []
     vector_hits, keyword_hits = hydrate(conn, cache, [by_vector, by_keyword], banks, k)
+    arm: Sequence[StoredHit] = keyword_hits
     if foreign is not None and len(keyword_hits) < k and len(by_keyword) > len(keyword_hits):
         # Some were dropped (foreign, or deleted meanwhile): ask again bank-scoped.
-        keyword_hits = keyword_search(conn, cache, banks, words, k, filters, limits.window, None)
-    return vector_hits, keyword_hits
+        arm = keyword_search(conn, cache, banks, words, k, filters, limits.window, None)
+    return vector_hits, arm
 
 
 class HitRows:
@@ -237,29 +241,21 @@ class HitRows:
         self._rows: dict[int, _Fields] = {}
         self._lock = threading.Lock()
 
-    def get(self, chunk_id: int) -> _Fields | None:
-        return self._rows.get(chunk_id)
-
-    def fetch(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, _Fields]:
-        """The fields of ``ids`` that exist, read from ``conn`` for those not held yet."""
-        found: dict[int, _Fields] = {}
-        missing: list[int] = []
-        for chunk_id in ids:
-            fields = self._rows.get(chunk_id)
-            if fields is None:
-                missing.append(chunk_id)
-            else:
-                found[chunk_id] = fields
-        if missing:
-            rows = conn.execute(
-                f"SELECT {_HIT_COLUMNS} FROM json_each(?) AS j CROSS JOIN chunks c ON c.id = j.value "
-                "CROSS JOIN memories m ON m.id = c.memory",
-                [json.dumps(missing)],
-            ).fetchall()
-            parsed = {row[0]: _parse(row) for row in rows}
-            found.update(parsed)
-            self._remember(parsed)
-        return found
+    def fetch(self, conn: sqlite3.Connection, ids: list[int]) -> Callable[[int], _Fields | None]:
+        """A lookup of the fields of ``ids`` (None for ids that do not exist), reading from
+        ``conn`` only the rows not held yet."""
+        held = self._rows
+        missing = [chunk_id for chunk_id in ids if chunk_id not in held]
+        if not missing:
+            return held.get
+        rows = conn.execute(
+            f"SELECT {_HIT_COLUMNS} FROM json_each(?) AS j CROSS JOIN chunks c ON c.id = j.value "
+            "CROSS JOIN memories m ON m.id = c.memory",
+            [json.dumps(missing)],
+        ).fetchall()
+        parsed = {row[0]: _parse(row) for row in rows}
+        self._remember(parsed)
+        return lambda chunk_id: held.get(chunk_id) or parsed.get(chunk_id)
 
     def _remember(self, parsed: dict[int, _Fields]) -> None:
         if not self._capacity:
@@ -273,30 +269,59 @@ class HitRows:
                     del rows[chunk_id]
 
 
+class LazyHits(Sequence[StoredHit]):
+    """An arm's hits, each built when first indexed: ``memory_ids`` and ``scores`` are at hand, so
+    fusion can rank memories and cut by score without building the hits it never returns."""
+
+    __slots__ = ("_refs", "memory_ids", "scores")
+
+    def __init__(self, refs: list[tuple[_Fields, float]]) -> None:
+        self._refs = refs
+        self.memory_ids = [fields[0] for fields, _ in refs]
+        self.scores = [score for _, score in refs]
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    @overload
+    def __getitem__(self, index: int) -> StoredHit: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> LazyHits: ...
+
+    def __getitem__(self, index: int | slice) -> StoredHit | LazyHits:
+        if isinstance(index, slice):
+            return LazyHits(self._refs[index])
+        return _hit(*self._refs[index])
+
+    def __iter__(self) -> Iterator[StoredHit]:
+        return (_hit(fields, score) for fields, score in self._refs)
+
+
 def hydrate(
     conn: sqlite3.Connection,
     cache: HitRows,
     arms: Sequence[Scored],
     banks: Sequence[str],
     limit: int | None = None,
-) -> list[list[StoredHit]]:
-    """Full hits for each arm's ``(chunk id, score)`` pairs, in the given order, skipping ids gone
-    and chunks outside ``banks``, at most ``limit`` per arm; one statement (or none) for every arm."""
+) -> list[LazyHits]:
+    """Hits for each arm's ``(chunk id, score)`` pairs, in the given order, skipping ids gone and
+    chunks outside ``banks``, at most ``limit`` per arm; one statement (or none) for every arm."""
     ids = list(dict.fromkeys(chunk_id for arm in arms for chunk_id, _ in arm))
     if not ids:
-        return [[] for _ in arms]
-    fields = cache.fetch(conn, ids)
+        return [LazyHits([]) for _ in arms]
+    fields_of = cache.fetch(conn, ids)
     wanted = set(banks)
-    out: list[list[StoredHit]] = []
+    out: list[LazyHits] = []
     for arm in arms:
-        hits: list[StoredHit] = []
+        refs: list[tuple[_Fields, float]] = []
         for chunk_id, score in arm:
-            found = fields.get(chunk_id)
+            found = fields_of(chunk_id)
             if found is not None and found[1] in wanted:
-                hits.append(_hit(found, score))
-                if len(hits) == limit:
+                refs.append((found, score))
+                if len(refs) == limit:
                     break
-        out.append(hits)
+        out.append(LazyHits(refs))
     return out
 
 

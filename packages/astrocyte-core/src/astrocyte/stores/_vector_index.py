@@ -160,7 +160,7 @@ class VectorIndex:
             banks = [self._banks[b] for b in dict.fromkeys(bank_ids) if b in self._banks]
         keys: list[int] = []
         for bank in banks:
-            keys.extend(int(k) for k in bank.search(query, count))
+            keys.extend(bank.search(query, count).tolist())
         return keys
 
     def save(self, directory: Path, generation: int) -> None:

@@ -366,7 +366,7 @@ class SQLiteStore:
         if check_sync and writes.generation(conn) != self._generation:
             return None
         scored = search.vector_scored(conn, self._index, banks, query, k, filters, self._limits.exact_max)
-        return search.hydrate(conn, self._hit_rows, [scored], banks)[0]
+        return list(search.hydrate(conn, self._hit_rows, [scored], banks)[0])
 
     async def _query_vector(self, embedding: np.ndarray) -> np.ndarray | None:
         """``embedding`` as a float32 vector of the store's dimension; None while the store holds
@@ -406,7 +406,7 @@ class SQLiteStore:
 
     async def hybrid_search(
         self, bank_ids: Sequence[str], embedding: np.ndarray, query: str, k: int, filters: SearchFilters
-    ) -> tuple[list[StoredHit], list[StoredHit]]:
+    ) -> tuple[Sequence[StoredHit], Sequence[StoredHit]]:
         """``(vector_search(...), keyword_search(...))`` with the same arguments, in one worker-thread
         hop and one statement reading the hits of both arms."""
         banks = list(dict.fromkeys(bank_ids))
@@ -429,7 +429,7 @@ class SQLiteStore:
         k: int,
         filters: SearchFilters,
         check_sync: bool,
-    ) -> tuple[list[StoredHit], list[StoredHit]] | None:
+    ) -> tuple[Sequence[StoredHit], Sequence[StoredHit]] | None:
         if check_sync and writes.generation(conn) != self._generation:
             return None
         foreign = self._foreign(banks)
