@@ -113,11 +113,8 @@ def _rescore(
         return []
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), query.size)
-    # einsum/sqrt rather than linalg.norm and minimum/maximum rather than clip: the same values,
-    # less per-call overhead on these small arrays (this runs on every recall).
-    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix)) * float(np.sqrt(query @ query))
-    norms[norms == 0] = 1.0
-    scores = np.minimum(np.maximum((matrix @ query) / norms, -1.0), 1.0)
+    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query))
+    scores = np.clip((matrix @ query) / np.where(norms == 0, 1.0, norms), -1.0, 1.0)
     # Ties break on chunk id so results are deterministic.
     order = np.lexsort((ids, -scores))[:k]
     return list(zip(ids[order].tolist(), scores[order].tolist(), strict=True))
