@@ -190,6 +190,22 @@ class ForgetSelector:
     before: datetime | None = None
     all_: bool = False
 
+    def check(self) -> None:
+        """Raise ``ValidationError`` unless exactly one of "some selectors" or ``all_`` is given:
+        an empty selector must never mean "everything"."""
+        from astrocyte.errors import ValidationError
+
+        others = bool(self.memory_ids or self.tags or self.before is not None)
+        if self.all_ and others:
+            raise ValidationError(
+                "forget with all_ must not be combined with other selectors", code="forget_selector_invalid"
+            )
+        if not self.all_ and not others:
+            raise ValidationError(
+                "forget needs memory_ids, tags, before, or all_ (to clear the whole bank)",
+                code="forget_selector_empty",
+            )
+
 
 PermissionName = Literal["read", "write", "forget", "admin"]
 

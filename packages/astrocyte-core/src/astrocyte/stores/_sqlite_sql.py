@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from typing import Any
 
-from astrocyte.errors import ValidationError
 from astrocyte.types import ForgetSelector, SearchFilters
 
 __all__ = [
@@ -83,16 +82,7 @@ def filter_sql(banks: Sequence[str], filters: SearchFilters, alias: str = "m") -
 
 def selector_sql(bank_id: str, selector: ForgetSelector) -> tuple[str, list[Any]]:
     """A WHERE clause over ``memories m`` for a forget selector (validated here, off the thread)."""
-    others = bool(selector.memory_ids or selector.tags or selector.before is not None)
-    if selector.all_ and others:
-        raise ValidationError(
-            "forget with all_ must not be combined with other selectors", code="forget_selector_invalid"
-        )
-    if not selector.all_ and not others:
-        raise ValidationError(
-            "forget needs memory_ids, tags, before, or all_ (to clear the whole bank)",
-            code="forget_selector_empty",
-        )
+    selector.check()
     where, params = filter_sql([bank_id], SearchFilters(tags=tuple(selector.tags)))
     if selector.memory_ids:
         where += " AND m.memory_id IN (SELECT value FROM json_each(?))"

@@ -240,7 +240,7 @@ class MemoryStore:
         return InsertOutcome(memory_id=record.memory_id, deduplicated=False)
 
     async def forget(self, bank_id: str, selector: ForgetSelector) -> int:
-        _check_selector(selector)
+        selector.check()
         async with self._lock:
             bank = self._banks.get(bank_id)
             if bank is None:
@@ -328,19 +328,6 @@ class MemoryStore:
         memories = sum(len(b.memories) for b in self._banks.values())
         return ComponentHealth(
             name="store", healthy=True, detail=f"memory: {memories} memories in {len(self._banks)} banks"
-        )
-
-
-def _check_selector(selector: ForgetSelector) -> None:
-    others = bool(selector.memory_ids or selector.tags or selector.before is not None)
-    if selector.all_ and others:
-        raise ValidationError(
-            "forget with all_ must not be combined with other selectors", code="forget_selector_invalid"
-        )
-    if not selector.all_ and not others:
-        raise ValidationError(
-            "forget needs memory_ids, tags, before, or all_ (to clear the whole bank)",
-            code="forget_selector_empty",
         )
 
 

@@ -326,15 +326,7 @@ class PostgresStore:
 
     async def forget(self, bank_id: str, selector: ForgetSelector) -> int:
         """Delete memories matching every given selector (AND); returns how many memories went."""
-        has_other = bool(selector.memory_ids or selector.tags or selector.before is not None)
-        if selector.all_ and has_other:
-            raise ValidationError(
-                "forget with all_ must not combine other selectors", code="forget_selector_invalid"
-            )
-        if not selector.all_ and not has_other:
-            raise ValidationError(
-                "forget needs memory_ids, tags, before, or all_", code="forget_selector_empty"
-            )
+        selector.check()
         clauses: list[str] = ["bank_id = $1"]
         args: list[Any] = [bank_id]
         if selector.memory_ids:
