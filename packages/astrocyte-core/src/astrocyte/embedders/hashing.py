@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from hashlib import blake2b
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -59,14 +60,12 @@ class HashingEmbedder:
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray:
         """The same as :meth:`embed`, on the calling thread."""
         dim = self.dimensions
-        flat: list[int] = []
-        signs: list[float] = []
-        for row, text in enumerate(texts):
-            offset = row * dim
-            for feature in self._features(text):
-                index, sign = self._feature(feature)
-                flat.append(offset + index)
-                signs.append(sign)
+        features = [self._features(text) for text in texts]
+        counts = [len(row) for row in features]
+        # One C-level map over every feature of the batch: no per-feature Python loop body.
+        codes = np.fromiter(map(self._feature, chain.from_iterable(features)), dtype=np.int64, count=sum(counts))
+        flat = np.repeat(np.arange(len(texts), dtype=np.int64) * dim, counts) + (codes >> 1)
+        signs = np.where(codes & 1, 1.0, -1.0)
         matrix = np.bincount(flat, weights=signs, minlength=len(texts) * dim).reshape(len(texts), dim)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         # Opposite-signed collisions can cancel every feature; 1.0 keeps such a row at zero, not NaN.
@@ -95,11 +94,12 @@ class HashingEmbedder:
 
 @lru_cache(maxsize=16)
 def _feature_hasher(dimensions: int) -> Any:
-    """A cached ``feature -> (index, sign)`` function per dimension count, shared by instances."""
+    """A cached ``feature -> code`` function per dimension count, shared by instances: the code is
+    ``index << 1 | sign_bit`` (sign +1 when the bit is set), one int so a batch maps to an array."""
 
     @lru_cache(maxsize=1 << 16)  # ~16 MB at most; frequent words stay, rare bigrams cycle
-    def feature(text: str) -> tuple[int, float]:
+    def feature(text: str) -> int:
         value = int.from_bytes(blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-        return (value >> 1) % dimensions, (1.0 if value & 1 else -1.0)
+        return ((value >> 1) % dimensions) << 1 | (value & 1)
 
     return feature
