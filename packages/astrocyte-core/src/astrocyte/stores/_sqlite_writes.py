@@ -17,6 +17,9 @@ from astrocyte.errors import ConflictError, NotFoundError, ValidationError
 from astrocyte.stores._sqlite_sql import bank_key, micros
 from astrocyte.types import BankStats, MemoryRecord
 
+# json.dumps(..., default=str) builds a new encoder per call; one shared encoder gives the same text.
+_metadata_json = json.JSONEncoder(default=str).encode
+
 __all__ = [
     "bank_exists",
     "bank_stats",
@@ -107,6 +110,8 @@ def vectors_of(record: MemoryRecord) -> np.ndarray:
     """The record's chunk vectors as one contiguous float32 matrix (rows in chunk order)."""
     if not record.chunks:
         return np.empty((0, 0), dtype=np.float32)
+    if len(record.chunks) == 1:  # the usual case: a view of the embedder's row, no stacking
+        return np.ascontiguousarray(np.asarray(record.chunks[0].embedding, dtype=np.float32).reshape(1, -1))
     rows = [np.asarray(chunk.embedding, dtype=np.float32).reshape(-1) for chunk in record.chunks]
     if len({row.size for row in rows}) > 1:
         raise ValidationError(
@@ -147,7 +152,7 @@ def insert_record(conn: sqlite3.Connection, record: MemoryRecord, vectors: np.nd
                 record.bank_id,
                 record.text,
                 json.dumps(tags),
-                json.dumps(record.metadata, default=str),
+                _metadata_json(record.metadata),
                 record.occurred_at.isoformat() if record.occurred_at else None,
                 record.retained_at.isoformat(),
                 micros(event),
