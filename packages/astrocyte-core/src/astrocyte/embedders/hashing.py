@@ -64,8 +64,10 @@ class HashingEmbedder:
         counts = [len(row) for row in features]
         # One C-level map over every feature of the batch: no per-feature Python loop body.
         codes = np.fromiter(map(self._feature, chain.from_iterable(features)), dtype=np.int64, count=sum(counts))
-        flat = np.repeat(np.arange(len(texts), dtype=np.int64) * dim, counts) + (codes >> 1)
-        signs = np.where(codes & 1, 1.0, -1.0)
+        flat = codes >> 1
+        if len(texts) > 1:
+            flat += np.repeat(np.arange(len(texts), dtype=np.int64) * dim, counts)
+        signs = (codes & 1) * 2.0 - 1.0
         matrix = np.bincount(flat, weights=signs, minlength=len(texts) * dim).reshape(len(texts), dim)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         # Opposite-signed collisions can cancel every feature; 1.0 keeps such a row at zero, not NaN.
