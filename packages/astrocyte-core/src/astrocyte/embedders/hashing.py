@@ -63,7 +63,9 @@ class HashingEmbedder:
         features = [self._features(text) for text in texts]
         counts = [len(row) for row in features]
         # One C-level map over every feature of the batch: no per-feature Python loop body.
-        codes = np.fromiter(map(self._feature, chain.from_iterable(features)), dtype=np.int64, count=sum(counts))
+        codes = np.fromiter(
+            map(self._feature, chain.from_iterable(features)), dtype=np.int64, count=sum(counts)
+        )
         flat = codes >> 1
         if len(texts) > 1:
             flat += np.repeat(np.arange(len(texts), dtype=np.int64) * dim, counts)
