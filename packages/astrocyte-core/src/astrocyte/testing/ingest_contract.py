@@ -313,16 +313,25 @@ async def check_exactly_once_across_restart(harness: IngestHarness, settings: Co
     )
     await first.stop(settings.stop_deadline)
     await harness.publish(messages[half:])
-    second = _Run(harness.build_driver(sink))
-    await _wait_all_stored(
-        "the restarted driver to store every message",
-        sink,
-        messages,
-        within=settings.timeout,
-        runs=[second],
+    await _restart_until_all_stored(
+        harness, sink, messages, settings, "the restarted driver to store every message", "across a restart"
     )
-    await second.stop(settings.stop_deadline)
-    _assert_once(sink, messages, "across a restart")
+
+
+async def _restart_until_all_stored(
+    harness: IngestHarness,
+    sink: ContractSink,
+    messages: Sequence[ContractMessage],
+    settings: ContractSettings,
+    waiting_for: str,
+    when: str,
+) -> None:
+    """Start a fresh driver on the same sink, wait until every message is stored, stop it, and
+    check each message took effect exactly once."""
+    run = _Run(harness.build_driver(sink))
+    await _wait_all_stored(waiting_for, sink, messages, within=settings.timeout, runs=[run])
+    await run.stop(settings.stop_deadline)
+    _assert_once(sink, messages, when)
 
 
 async def check_poison_dead_lettered(harness: IngestHarness, settings: ContractSettings) -> None:
@@ -444,16 +453,14 @@ async def _check_stop_deadline(harness: IngestHarness, settings: ContractSetting
     if took > deadline + STOP_GRACE_SECONDS:
         raise ContractViolation(f"stop({deadline}) took {took:.1f}s with a blocked sink")
     sink.gate.set()
-    again = _Run(harness.build_driver(sink))
-    await _wait_all_stored(
-        "messages abandoned at the deadline to be redelivered",
+    await _restart_until_all_stored(
+        harness,
         sink,
         messages,
-        within=settings.timeout,
-        runs=[again],
+        settings,
+        "messages abandoned at the deadline to be redelivered",
+        "after a stop that hit its deadline",
     )
-    await again.stop(settings.stop_deadline)
-    _assert_once(sink, messages, "after a stop that hit its deadline")
 
 
 async def check_health_states(harness: IngestHarness, settings: ContractSettings) -> None:
