@@ -96,10 +96,9 @@ async def test_retain_many_reports_each_item_and_stores_the_good_ones(brain: Ast
     assert (await brain.bank_stats("birds")).memory_count == 2
 
 
-async def test_retain_many_embeds_the_whole_batch_in_one_call(
-    fake_openai: FakeOpenAIServer, store_kind: str, tmp_path: Path
-) -> None:
-    config = {
+def openai_embedder_config(fake_openai: FakeOpenAIServer, store_kind: str, tmp_path: Path) -> dict[str, Any]:
+    """An engine on ``store_kind`` embedding through the local OpenAI-compatible server."""
+    return {
         **store_config(store_kind, tmp_path),
         "embedder": "openai",
         "embedder_config": {
@@ -108,6 +107,12 @@ async def test_retain_many_embeds_the_whole_batch_in_one_call(
             "dimensions": fake_openai.dimensions,
         },
     }
+
+
+async def test_retain_many_embeds_the_whole_batch_in_one_call(
+    fake_openai: FakeOpenAIServer, store_kind: str, tmp_path: Path
+) -> None:
+    config = openai_embedder_config(fake_openai, store_kind, tmp_path)
     async with Astrocyte.from_dict(config) as brain:
         requests = [RetainRequest(content=f"Memory number {i}.", bank_id=f"b{i % 3}") for i in range(20)]
         outcomes = await brain.retain_many(requests)
@@ -119,15 +124,7 @@ async def test_retain_many_embeds_the_whole_batch_in_one_call(
 async def test_wrong_dimension_embedding_fails_the_batch_and_writes_nothing(
     fake_openai: FakeOpenAIServer, store_kind: str, tmp_path: Path
 ) -> None:
-    config = {
-        **store_config(store_kind, tmp_path),
-        "embedder": "openai",
-        "embedder_config": {
-            "base_url": fake_openai.base_url,
-            "model": "e",
-            "dimensions": fake_openai.dimensions,
-        },
-    }
+    config = openai_embedder_config(fake_openai, store_kind, tmp_path)
     fake_openai.queue("embeddings", Reply(dimensions=fake_openai.dimensions + 1), Reply(dimensions=16))
     async with Astrocyte.from_dict(config) as brain:
         with pytest.raises(ValidationError) as info:

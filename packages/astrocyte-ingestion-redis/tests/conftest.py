@@ -3,8 +3,10 @@ them), a fresh stream namespace per test, and an engine over the memory store.""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,16 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
 @pytest.fixture
 def stream() -> str:
     return f"events-{uuid.uuid4().hex[:10]}"
+
+
+async def eventually(what: str, probe: Callable[[], bool | Awaitable[bool]], within: float = 20.0) -> None:
+    """Poll ``probe`` (sync or async) until it is true; fail naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = probe()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)

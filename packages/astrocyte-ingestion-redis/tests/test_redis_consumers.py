@@ -4,13 +4,12 @@ pending entries (XAUTOCLAIM after ``claim_idle_ms``)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from astrocyte.testing.ingest_contract import ContractSink
 from astrocyte_ingestion_redis import RedisStreamDriver
 from astrocyte_ingestion_redis.testing import RedisServer
+from conftest import eventually
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -40,18 +39,6 @@ async def publish(client: Redis, stream: str, label: str, count: int) -> list[st
             pipe.xadd(stream, {"content": content, "bank_id": "pair-bank"})
         await pipe.execute()
     return contents
-
-
-async def eventually(what: str, probe: Callable[[], bool | Awaitable[bool]], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = probe()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_two_consumers_share_the_work(

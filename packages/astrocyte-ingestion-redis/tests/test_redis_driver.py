@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from astrocyte.ingest.supervisor import IngestSupervisor, RestartPolicy
 from astrocyte.testing.ingest_contract import REJECT_PREFIX, ContractSink, FlakySink
 from astrocyte_ingestion_redis import RedisStreamDriver
 from astrocyte_ingestion_redis.testing import RedisServer
+from conftest import eventually
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
@@ -35,18 +35,6 @@ def make_driver(server: RedisServer, stream: str, sink: Any, **overrides: Any) -
         **overrides,
     }
     return RedisStreamDriver("tests", RedisStreamDriver.validate_config(config), sink=sink)
-
-
-async def eventually(what: str, probe: Callable[[], bool | Awaitable[bool]], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = probe()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 class Running:
