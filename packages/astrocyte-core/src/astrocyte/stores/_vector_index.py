@@ -5,6 +5,13 @@ tenants' vectors, so ``k`` needs no over-fetch to survive bank filtering; ``dele
 dropping an object; and a small bank (most of them, one per user) is searched exactly instead of
 through a graph. Multi-bank search queries each named bank and merges.
 
+Writes do not wait for the graph. Adding a vector to an HNSW graph costs tens of microseconds,
+as much as the SQLite row itself, so a write only queues its vectors (:meth:`VectorIndex.add`) and
+an indexer thread moves them into the graph in small slices (usearch releases the GIL, so this runs
+beside the next write on another core). Until a vector reaches the graph, searches score it exactly
+from the queue: a write is searchable the moment it returns. The queue is bounded; a writer that
+outruns the indexer waits for it.
+
 The index is a cache of the chunk vectors stored as BLOBs in SQLite, keyed by chunk rowid. It may
 hold keys whose rows were just deleted (the caller re-reads hits from SQLite, which drops them);
 it never invents vectors. A snapshot of every bank can be saved beside the database and reloaded
@@ -14,6 +21,7 @@ when the database has not changed since (see :meth:`VectorIndex.save` / :meth:`V
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,23 +31,30 @@ import numpy as np
 from usearch.index import Index
 
 _MANIFEST = "manifest.json"
+# Vectors moved into a graph per lock hold: a search waits at most for one slice (~2 ms).
+_SLICE = 64
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class IndexSettings:
-    """HNSW tuning: graph degree, build and search beam widths, vector storage type, and the
-    bank size up to which search is exact (brute force) instead of through the graph."""
+    """HNSW tuning: graph degree, build and search beam widths, vector storage type, the bank
+    size up to which search is exact (brute force) instead of through the graph, and how many
+    vectors may wait for the graph before writers wait for the indexer."""
 
     connectivity: int = 16
     expansion_add: int = 40
     expansion_search: int = 256
     dtype: str = "i8"
     exact_below: int = 4096
+    max_queued: int = 20_000
 
 
 class _BankIndex:
-    """One bank's HNSW graph. A lock serialises mutation against search (usearch removal is not
-    documented as safe concurrently with search)."""
+    """One bank's HNSW graph plus the vectors queued for it. A lock serialises graph mutation
+    against search (usearch removal is not documented as safe concurrently with search) and makes
+    a vector's move from the queue into the graph atomic for searches."""
 
     def __init__(self, dim: int, settings: IndexSettings, index: Index | None = None) -> None:
         self._settings = settings
@@ -52,34 +67,84 @@ class _BankIndex:
             expansion_search=settings.expansion_search,
         )
         self._lock = threading.Lock()
+        # Queued slices, oldest first: keys, float32 rows, and the rows' norms (for exact scoring).
+        self._queue: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.queued = 0
         self.tombstones = 0
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._index) + self.queued
 
     def add(self, keys: np.ndarray, vectors: np.ndarray, threads: int) -> None:
+        """Put vectors straight into the graph (rebuilds and catch-up, not the write path)."""
         with self._lock:
             self._index.add(keys, vectors, threads=threads)
 
+    def enqueue(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        rows = np.ascontiguousarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(rows, axis=1)
+        with self._lock:
+            self._queue.append((keys, rows, norms))
+            self.queued += len(keys)
+
+    def index_some(self, limit: int) -> int:
+        """Move up to ``limit`` of the oldest queued vectors into the graph; returns how many left
+        the queue. Should usearch refuse them, they are logged and dropped: their rows stay in
+        the file, keyword search still finds them, and the next rebuild indexes them."""
+        with self._lock:
+            if not self._queue:
+                return 0
+            keys, rows, norms = self._queue[0]
+            if len(keys) > limit:
+                self._queue[0] = (keys[limit:], rows[limit:], norms[limit:])
+                keys, rows = keys[:limit], rows[:limit]
+            else:
+                self._queue.pop(0)
+            self.queued -= len(keys)
+            try:
+                self._index.add(keys, rows, threads=1)
+            except Exception:  # the indexer thread must outlive one bad slice
+                logger.exception("could not index %d vectors; they wait for the next rebuild", len(keys))
+            return len(keys)
+
+    def clear_queue(self) -> int:
+        """Forget every queued vector; returns how many there were."""
+        with self._lock:
+            dropped, self._queue, self.queued = self.queued, [], 0
+            return dropped
+
     def contains(self, key: int) -> bool:
         with self._lock:
-            return key in self._index
+            return key in self._index or any(bool((keys == key).any()) for keys, _, _ in self._queue)
 
     def remove(self, keys: np.ndarray) -> int:
+        """Drop ``keys`` from the graph and the queue; returns how many left the queue."""
         with self._lock:
-            removed = int(self._index.remove(keys))
-            self.tombstones += removed
-            return removed
+            self.tombstones += int(self._index.remove(keys))
+            dequeued = 0
+            for position, (queued, rows, norms) in enumerate(self._queue):
+                keep = ~np.isin(queued, keys)
+                if not keep.all():
+                    dequeued += int(len(queued) - keep.sum())
+                    self._queue[position] = (queued[keep], rows[keep], norms[keep])
+            self.queued -= dequeued
+            return dequeued
 
     def search(self, query: np.ndarray, count: int) -> np.ndarray:
+        """Up to ``count`` nearest keys from the graph plus up to ``count`` from the queue."""
         with self._lock:
             size = len(self._index)
-            if size == 0:
-                return np.empty(0, dtype=np.uint64)
-            exact = size <= self._settings.exact_below
-            # One thread: the caller is already a worker thread; usearch's own pool costs more.
-            matches = self._index.search(query, min(count, size), exact=exact, threads=1)
-            return np.asarray(matches.keys, dtype=np.uint64)
+            queue = list(self._queue)
+            if size:
+                exact = size <= self._settings.exact_below
+                # One thread: the caller is already a worker thread; usearch's own pool costs more.
+                matches = self._index.search(query, min(count, size), exact=exact, threads=1)
+                found = np.asarray(matches.keys, dtype=np.uint64)
+            else:
+                found = np.empty(0, dtype=np.uint64)
+        if not queue:
+            return found
+        return np.concatenate([found, _nearest_queued(queue, query, count)])
 
     def save(self, path: Path) -> None:
         with self._lock:
@@ -94,23 +159,40 @@ class _BankIndex:
         return cls(index.ndim, settings, index)
 
 
+def _nearest_queued(
+    queue: list[tuple[np.ndarray, np.ndarray, np.ndarray]], query: np.ndarray, count: int
+) -> np.ndarray:
+    """The ``count`` queued keys most cosine-similar to ``query``, scored exactly."""
+    keys = np.concatenate([keys for keys, _, _ in queue])
+    scores = np.concatenate([rows @ query / np.maximum(norms, 1e-12) for _, rows, norms in queue])
+    if len(keys) <= count:
+        return keys
+    return keys[np.argpartition(-scores, count - 1)[:count]]
+
+
 class VectorIndex:
-    """Every bank's index, created on first use. Thread-safe: writers add and remove from the
-    store's writer thread while readers search from theirs."""
+    """Every bank's index, created on first use, and the indexer thread filling their graphs.
+    Thread-safe: the store's writer thread adds and removes while reader threads search."""
 
     def __init__(self, settings: IndexSettings) -> None:
         self.settings = settings
         self.dim: int | None = None
         self._banks: dict[str, _BankIndex] = {}
         self._lock = threading.Lock()
+        # Guards the indexer's work list: banks with queued vectors, in round-robin order.
+        self._work = threading.Condition()
+        self._dirty: dict[str, _BankIndex] = {}
+        self._queued = 0
+        self._indexer: threading.Thread | None = None
+        self._stopping = False
 
     def size(self, bank_ids: Iterable[str]) -> int:
-        """How many vectors the named banks hold together."""
+        """How many vectors the named banks hold together (queued ones included)."""
         with self._lock:
             return sum(len(self._banks[b]) for b in bank_ids if b in self._banks)
 
     def contains(self, bank_id: str, key: int) -> bool:
-        """Whether ``bank_id``'s index holds ``key``."""
+        """Whether ``bank_id``'s index holds ``key`` (in its graph or queued for it)."""
         with self._lock:
             bank = self._banks.get(bank_id)
         return bank is not None and bank.contains(key)
@@ -120,19 +202,36 @@ class VectorIndex:
         with self._lock:
             return sum(len(bank) for bank in self._banks.values())
 
-    def add(self, bank_id: str, keys: Sequence[int], vectors: np.ndarray, *, bulk: bool = False) -> None:
-        """Index ``vectors`` (one row per key) in ``bank_id``. ``bulk`` (rebuilds) uses every core;
-        otherwise one thread, since usearch's per-call thread start-up costs more than a write
-        batch gains from it (measured: 3x slower for batches of 500)."""
-        if not len(keys):
-            return
+    def _bank(self, bank_id: str, dim: int) -> _BankIndex:
         if self.dim is None:
-            self.dim = int(vectors.shape[1])
+            self.dim = dim
         with self._lock:
             bank = self._banks.get(bank_id)
             if bank is None:
                 bank = self._banks[bank_id] = _BankIndex(self.dim, self.settings)
-        bank.add(np.asarray(keys, dtype=np.uint64), vectors, threads=0 if bulk else 1)
+            return bank
+
+    def add(self, bank_id: str, keys: Sequence[int], vectors: np.ndarray, *, bulk: bool = False) -> None:
+        """Index ``vectors`` (one row per key) in ``bank_id``: searchable when this returns.
+
+        Writes queue them for the indexer thread (waiting first while the queue is full). ``bulk``
+        (rebuilds) puts them straight into the graph using every core."""
+        if not len(keys):
+            return
+        bank = self._bank(bank_id, int(vectors.shape[1]))
+        array = np.asarray(keys, dtype=np.uint64)
+        if bulk:
+            bank.add(array, vectors, threads=0)
+            return
+        with self._work:
+            indexer = self._start_indexer()
+            while self._queued >= self.settings.max_queued and indexer.is_alive():
+                self._work.wait()
+        bank.enqueue(array, vectors)
+        with self._work:
+            self._queued += len(array)
+            self._dirty[bank_id] = bank
+            self._work.notify_all()
 
     def remove(self, bank_id: str, keys: Sequence[int]) -> None:
         """Drop ``keys`` from ``bank_id``; the whole bank index goes when nothing live is left."""
@@ -140,7 +239,8 @@ class VectorIndex:
             bank = self._banks.get(bank_id)
         if bank is None or not len(keys):
             return
-        bank.remove(np.asarray(keys, dtype=np.uint64))
+        dequeued = bank.remove(np.asarray(keys, dtype=np.uint64))
+        self._settle(dequeued)
         if len(bank) == 0:
             self.drop_bank(bank_id)
 
@@ -152,7 +252,12 @@ class VectorIndex:
 
     def drop_bank(self, bank_id: str) -> None:
         with self._lock:
-            self._banks.pop(bank_id, None)
+            bank = self._banks.pop(bank_id, None)
+        if bank is not None:
+            with self._work:
+                if self._dirty.get(bank_id) is bank:
+                    del self._dirty[bank_id]
+            self._settle(bank.clear_queue())
 
     def search(self, bank_ids: Sequence[str], query: np.ndarray, count: int) -> list[int]:
         """Up to ``count`` nearest chunk keys per bank (unsorted across banks)."""
@@ -163,8 +268,60 @@ class VectorIndex:
             keys.extend(bank.search(query, count).tolist())
         return keys
 
+    # -- the indexer thread ------------------------------------------------------------------------
+
+    def _start_indexer(self) -> threading.Thread:
+        """The indexer thread, started if it is not running (caller holds ``_work``)."""
+        if self._indexer is None or not self._indexer.is_alive():
+            self._stopping = False
+            self._indexer = threading.Thread(target=self._run_indexer, name="astrocyte-indexer", daemon=True)
+            self._indexer.start()
+        return self._indexer
+
+    def _settle(self, moved: int) -> None:
+        """Account for ``moved`` vectors leaving the queue, and wake whoever waits on that."""
+        if moved:
+            with self._work:
+                self._queued -= moved
+                self._work.notify_all()
+
+    def _run_indexer(self) -> None:
+        while True:
+            with self._work:
+                while not self._dirty and not self._stopping:
+                    self._work.wait()
+                if not self._dirty:
+                    return
+                bank_id, bank = next(iter(self._dirty.items()))
+                del self._dirty[bank_id]
+                self._dirty[bank_id] = bank  # to the back: banks take turns
+            moved = bank.index_some(_SLICE)
+            with self._work:
+                self._queued -= moved
+                if bank.queued == 0 and self._dirty.get(bank_id) is bank:
+                    del self._dirty[bank_id]
+                self._work.notify_all()
+
+    def flush(self) -> None:
+        """Wait until every queued vector is in its graph."""
+        with self._work:
+            while self._queued > 0 and self._indexer is not None and self._indexer.is_alive():
+                self._work.wait()
+
+    def close(self) -> None:
+        """Finish the queue and stop the indexer thread."""
+        self.flush()
+        with self._work:
+            self._stopping = True
+            self._work.notify_all()
+            indexer, self._indexer = self._indexer, None
+        if indexer is not None:
+            indexer.join()
+
     def save(self, directory: Path, generation: int) -> None:
-        """Snapshot every bank to ``directory`` tagged with the database ``generation``."""
+        """Snapshot every bank to ``directory`` tagged with the database ``generation`` (after
+        the queue has reached the graphs: snapshots hold graphs only)."""
+        self.flush()
         directory.mkdir(parents=True, exist_ok=True)
         (directory / _MANIFEST).unlink(missing_ok=True)
         with self._lock:

@@ -197,6 +197,7 @@ class SQLiteStore:
                 self._index.save(self._snapshot_dir, self._generation)
             except (OSError, RuntimeError):
                 pass  # a missing snapshot only costs a rebuild on the next open
+        self._index.close()
         self._threads.close_connections()
 
     # -- thread plumbing -------------------------------------------------------------------------
