@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from astrocyte.errors import ConflictError, NotFoundError, ValidationError
 from astrocyte.stores._sqlite_sql import bank_key, micros
-from astrocyte.types import BankStats, MemoryRecord
+from astrocyte.types import BankStats, InsertOutcome, MemoryRecord
 
 # json.dumps(..., default=str) builds a new encoder per call; one shared encoder gives the same text.
 _metadata_json = json.JSONEncoder(default=str).encode
@@ -26,9 +27,8 @@ __all__ = [
     "check_dimension",
     "delete_memories",
     "ensure_bank",
-    "existing_for_key",
     "generation",
-    "insert_record",
+    "insert_records",
     "vectors_of",
 ]
 
@@ -120,65 +120,144 @@ def vectors_of(record: MemoryRecord) -> np.ndarray:
     return np.ascontiguousarray(np.vstack(rows))
 
 
-def existing_for_key(
-    conn: sqlite3.Connection, record: MemoryRecord, batch_keys: dict[tuple[str, str], str]
-) -> str | None:
-    """The memory id already holding ``record``'s idempotency key, in this batch or the file."""
-    key = record.idempotency_key
-    if key is None:
-        return None
-    scoped = (record.bank_id, key)
-    if scoped in batch_keys:
-        return batch_keys[scoped]
-    row = conn.execute(
-        "SELECT memory_id FROM memories WHERE bank_id = ? AND idempotency_key = ?", scoped
-    ).fetchone()
-    if row is not None:
-        return str(row[0])
-    batch_keys[scoped] = record.memory_id
-    return None
-
-
-def insert_record(conn: sqlite3.Connection, record: MemoryRecord, vectors: np.ndarray) -> list[int]:
-    """Insert one memory with its tags and chunks; returns the new chunk rowids."""
-    event = record.occurred_at or record.retained_at
-    tags = list(dict.fromkeys(record.tags))
+def insert_records(
+    conn: sqlite3.Connection, records: Sequence[MemoryRecord], vectors: Sequence[np.ndarray]
+) -> tuple[list[InsertOutcome], dict[str, tuple[list[int], list[np.ndarray]]]]:
+    """Insert ``records`` (deduplicating on ``(bank_id, idempotency_key)`` against the file and
+    within the batch) with one statement per table. Returns each record's outcome, and per bank
+    the new chunk ids with their vectors. Raises before anything is committed when a memory id
+    is taken or a text is not valid Unicode; the caller's transaction rolls the batch back."""
+    taken = _existing_keys(conn, records)
+    outcomes: list[InsertOutcome] = []
+    fresh: list[tuple[MemoryRecord, np.ndarray]] = []
+    for record, matrix in zip(records, vectors, strict=True):
+        if record.idempotency_key is not None:
+            scoped = (record.bank_id, record.idempotency_key)
+            if scoped in taken:
+                outcomes.append(InsertOutcome(memory_id=taken[scoped], deduplicated=True))
+                continue
+            taken[scoped] = record.memory_id  # a later record of this batch with the key is a duplicate
+        outcomes.append(InsertOutcome(memory_id=record.memory_id, deduplicated=False))
+        fresh.append((record, matrix))
     try:
-        memory = conn.execute(
-            "INSERT INTO memories (memory_id, bank_id, text, tags, metadata, occurred_at, retained_at, "
-            "event_us, retained_us, source, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.memory_id,
-                record.bank_id,
-                record.text,
-                json.dumps(tags),
-                _metadata_json(record.metadata),
-                record.occurred_at.isoformat() if record.occurred_at else None,
-                record.retained_at.isoformat(),
-                micros(event),
-                micros(record.retained_at),
-                record.source,
-                record.idempotency_key,
-            ),
-        ).lastrowid
-    except sqlite3.IntegrityError as exc:
-        raise ConflictError(
-            f"memory id {record.memory_id!r} already exists in bank {record.bank_id!r}",
-            code="memory_id_exists",
-        ) from exc
-    conn.executemany(
-        "INSERT INTO memory_tags (memory, bank_id, tag) VALUES (?, ?, ?)",
-        [(memory, record.bank_id, tag) for tag in tags],
-    )
-    chunk_ids: list[int] = []
-    token = bank_key(record.bank_id)
-    for chunk, vector in zip(record.chunks, vectors, strict=True):
-        chunk_ids.append(
-            conn.execute(
-                "INSERT INTO chunks (memory, bank_id, chunk_index, text, bank_key, embedding) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (memory, record.bank_id, chunk.index, chunk.text, token, vector.tobytes()),
-            ).lastrowid
-            or 0  # never 0: lastrowid is set after an INSERT into a rowid table
+        added = _insert_rows(conn, fresh)
+    except sqlite3.IntegrityError:
+        raise _memory_id_conflict(conn, [record for record, _ in fresh]) from None
+    except UnicodeEncodeError as exc:
+        record = next(r for r, _ in fresh if not _encodable(r))
+        raise ValidationError(
+            f"memory {record.memory_id!r} holds text that is not valid Unicode ({exc.reason})",
+            code="text_not_unicode",
+        ) from None
+    return outcomes, added
+
+
+def _existing_keys(conn: sqlite3.Connection, records: Sequence[MemoryRecord]) -> dict[tuple[str, str], str]:
+    """``(bank_id, idempotency_key) -> memory_id`` for the batch's keys already in the file."""
+    wanted: dict[str, list[str]] = {}
+    for record in records:
+        if record.idempotency_key is not None:
+            wanted.setdefault(record.bank_id, []).append(record.idempotency_key)
+    found: dict[tuple[str, str], str] = {}
+    for bank_id, keys in wanted.items():
+        rows = conn.execute(
+            "SELECT idempotency_key, memory_id FROM memories WHERE bank_id = ? "
+            "AND idempotency_key IN (SELECT value FROM json_each(?))",
+            (bank_id, json.dumps(keys)),
         )
-    return chunk_ids
+        found.update(((bank_id, key), memory_id) for key, memory_id in rows)
+    return found
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, batch: list[tuple[MemoryRecord, np.ndarray]]
+) -> dict[str, tuple[list[int], list[np.ndarray]]]:
+    """One ``executemany`` per table, with row ids chosen here (the caller holds the write lock),
+    so no statement has to run per row to learn its id."""
+    memory_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM memories").fetchone()[0]
+    # chunks is AUTOINCREMENT: ids never reused, so start past the highest ever handed out.
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunks'").fetchone()
+    chunk_id = max(
+        row[0] if row else 0, conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]
+    )
+    memories: list[tuple[Any, ...]] = []
+    tags: list[tuple[int, str, str]] = []
+    chunks: list[tuple[Any, ...]] = []
+    added: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+    for record, matrix in batch:
+        memory_id += 1
+        unique_tags = list(dict.fromkeys(record.tags))
+        memories.append(_memory_row(memory_id, record, unique_tags))
+        tags.extend((memory_id, record.bank_id, tag) for tag in unique_tags)
+        token = bank_key(record.bank_id)
+        keys, rows = added.setdefault(record.bank_id, ([], []))
+        for chunk, vector in zip(record.chunks, matrix, strict=True):
+            chunk_id += 1
+            chunks.append(
+                (chunk_id, memory_id, record.bank_id, chunk.index, chunk.text, token, vector.tobytes())
+            )
+            keys.append(chunk_id)
+        rows.append(matrix)
+    conn.executemany(
+        "INSERT INTO memories (id, memory_id, bank_id, text, tags, metadata, occurred_at, retained_at, "
+        "event_us, retained_us, source, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        memories,
+    )
+    if tags:
+        conn.executemany("INSERT INTO memory_tags (memory, bank_id, tag) VALUES (?, ?, ?)", tags)
+    conn.executemany(
+        "INSERT INTO chunks (id, memory, bank_id, chunk_index, text, bank_key, embedding) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        chunks,
+    )
+    return added
+
+
+def _memory_row(row_id: int, record: MemoryRecord, tags: list[str]) -> tuple[Any, ...]:
+    event = record.occurred_at or record.retained_at
+    return (
+        row_id,
+        record.memory_id,
+        record.bank_id,
+        record.text,
+        json.dumps(tags),
+        _metadata_json(record.metadata),
+        record.occurred_at.isoformat() if record.occurred_at else None,
+        record.retained_at.isoformat(),
+        micros(event),
+        micros(record.retained_at),
+        record.source,
+        record.idempotency_key,
+    )
+
+
+def _memory_id_conflict(conn: sqlite3.Connection, records: list[MemoryRecord]) -> ConflictError:
+    """The error naming a memory id of ``records`` that is already taken (in the file or twice in
+    the batch)."""
+    seen: set[tuple[str, str]] = set()
+    for record in records:
+        scoped = (record.bank_id, record.memory_id)
+        taken = (
+            scoped in seen
+            or conn.execute("SELECT 1 FROM memories WHERE bank_id = ? AND memory_id = ?", scoped).fetchone()
+        )
+        if taken:
+            return ConflictError(
+                f"memory id {record.memory_id!r} already exists in bank {record.bank_id!r}",
+                code="memory_id_exists",
+            )
+        seen.add(scoped)
+    return ConflictError("a memory of the batch conflicts with a stored one", code="memory_id_exists")
+
+
+def _encodable(record: MemoryRecord) -> bool:
+    """Whether every text of ``record`` can be stored as UTF-8 (a lone surrogate cannot)."""
+    texts = [record.text, record.source or "", record.idempotency_key or "", *record.tags]
+    texts += [chunk.text for chunk in record.chunks]
+    texts.append(_metadata_json(record.metadata))
+    try:
+        for text in texts:
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

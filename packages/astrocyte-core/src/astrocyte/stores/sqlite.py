@@ -283,36 +283,18 @@ class SQLiteStore:
         return await self._write(self._insert_sync, records, prepared)
 
     def _insert_sync(self, records: Sequence[MemoryRecord], vectors: list[np.ndarray]) -> list[InsertOutcome]:
-        outcomes: list[InsertOutcome] = []
-        added: dict[str, tuple[list[int], list[np.ndarray]]] = {}
         with self._threads.transaction() as conn:
             dimension = writes.check_dimension(conn, vectors)
             for bank_id in dict.fromkeys(record.bank_id for record in records):
                 writes.ensure_bank(conn, bank_id)
-            batch_keys: dict[tuple[str, str], str] = {}
-            for record, matrix in zip(records, vectors, strict=True):
-                existing = writes.existing_for_key(conn, record, batch_keys)
-                if existing is not None:
-                    outcomes.append(InsertOutcome(memory_id=existing, deduplicated=True))
-                    continue
-                try:
-                    chunk_ids = writes.insert_record(conn, record, matrix)
-                except UnicodeEncodeError as exc:
-                    # A lone surrogate (valid in JSON, not in UTF-8) cannot be stored as text.
-                    raise ValidationError(
-                        f"memory {record.memory_id!r} holds text that is not valid Unicode ({exc.reason})",
-                        code="text_not_unicode",
-                    ) from None
-                keys, rows = added.setdefault(record.bank_id, ([], []))
-                keys.extend(chunk_ids)
-                rows.append(matrix)
-                outcomes.append(InsertOutcome(memory_id=record.memory_id, deduplicated=False))
+            outcomes, added = writes.insert_records(conn, records, vectors)
             in_sync = self._bump_generation(conn)
         self._dimension = dimension
         for bank_id, (keys, rows) in added.items():
-            self._index.add(bank_id, keys, np.vstack(rows))
-        if in_sync and added:
-            self._synced_id = max(max(keys) for keys, _ in added.values())
+            if keys:
+                self._index.add(bank_id, keys, rows[0] if len(rows) == 1 else np.vstack(rows))
+        if in_sync and any(keys for keys, _ in added.values()):
+            self._synced_id = max(max(keys) for keys, _ in added.values() if keys)
         return outcomes
 
     async def forget(self, bank_id: str, selector: ForgetSelector) -> int:
