@@ -6,6 +6,7 @@ The generic behaviour every store shares is in ``tests/contract/test_store_contr
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,31 @@ async def test_chunk_ids_are_never_reused_after_the_newest_is_forgotten(open_sto
     assert store._synced_id > before
     hits = await store.vector_search(["b"], later.chunks[0].embedding, 5, NO_FILTERS)
     assert _ids(hits) == {later.memory_id}
+
+
+LEGACY_FTS_TRIGGER = """CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts (rowid, text, bank_key) VALUES (new.id, new.text, new.bank_key);
+END"""
+
+
+@pytest.mark.parametrize("legacy_trigger", [False, True], ids=["current", "file-with-legacy-trigger"])
+async def test_keyword_rows_match_the_chunks_exactly(open_store: OpenStore, legacy_trigger: bool) -> None:
+    # Older versions kept FTS rows in step by a per-row trigger (and may still share the file):
+    # either way every chunk must be in the FTS index exactly once.
+    store = await open_store()
+    if legacy_trigger:
+        await store._write(lambda: store._threads.writer.execute(LEGACY_FTS_TRIGGER))
+    records = [make_record("b", f"walrus number {i}", chunks=[f"walrus {i}", f"tusk {i}"]) for i in range(30)]
+    await store.insert(records)
+    await store.forget("b", ForgetSelector(memory_ids=tuple(r.memory_id for r in records[:10])))
+
+    def check(conn: sqlite3.Connection) -> tuple[int, int]:
+        conn.execute("INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('integrity-check', 1)")
+        matches = conn.execute("SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH 'tusk'").fetchone()[0]
+        return matches, conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    assert await store._write(lambda: check(store._threads.writer)) == (20, 40)
+    assert len(await store.keyword_search(["b"], "walrus", 50, NO_FILTERS)) == 20
 
 
 async def test_forget_and_delete_bank_remove_vectors_from_the_index(open_store: OpenStore) -> None:

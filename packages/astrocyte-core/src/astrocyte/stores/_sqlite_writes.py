@@ -210,7 +210,23 @@ def _insert_rows(
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         chunks,
     )
+    if chunks and not _fts_trigger(conn):
+        conn.execute(
+            "INSERT INTO chunks_fts (rowid, text, bank_key) SELECT id, text, bank_key FROM chunks WHERE id >= ?",
+            (chunks[0][0],),
+        )
     return added
+
+
+def _fts_trigger(conn: sqlite3.Connection) -> bool:
+    """Whether the file keeps FTS rows in step by the trigger older versions created (see
+    ``_sqlite_schema``); asked per batch, since such a process may open the file at any time."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'chunks_fts_insert'"
+        ).fetchone()
+        is not None
+    )
 
 
 def _memory_row(row_id: int, record: MemoryRecord, tags: list[str]) -> tuple[Any, ...]:
