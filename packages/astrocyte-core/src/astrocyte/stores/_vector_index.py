@@ -52,9 +52,13 @@ class IndexSettings:
 
 
 class _BankIndex:
-    """One bank's HNSW graph plus the vectors queued for it. A lock serialises graph mutation
-    against search (usearch removal is not documented as safe concurrently with search) and makes
-    a vector's move from the queue into the graph atomic for searches."""
+    """One bank's HNSW graph plus the vectors queued for it.
+
+    Two locks, always taken graph first: the graph lock serialises graph mutation against search
+    (usearch removal is not documented as safe concurrently with search) and is held while the
+    indexer moves a slice from the queue into the graph, so a search sees each vector in exactly
+    one of the two; the queue lock only guards the list, so a writer queueing never waits for a
+    graph insert."""
 
     def __init__(self, dim: int, settings: IndexSettings, index: Index | None = None) -> None:
         self._settings = settings
@@ -66,8 +70,10 @@ class _BankIndex:
             expansion_add=settings.expansion_add,
             expansion_search=settings.expansion_search,
         )
-        self._lock = threading.Lock()
+        self._graph_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
         # Queued slices, oldest first: keys, float32 rows, and the rows' norms (for exact scoring).
+        # Writers only append; only holders of the graph lock change the head.
         self._queue: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.queued = 0
         self.tombstones = 0
@@ -77,13 +83,13 @@ class _BankIndex:
 
     def add(self, keys: np.ndarray, vectors: np.ndarray, threads: int) -> None:
         """Put vectors straight into the graph (rebuilds and catch-up, not the write path)."""
-        with self._lock:
+        with self._graph_lock:
             self._index.add(keys, vectors, threads=threads)
 
     def enqueue(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         rows = np.ascontiguousarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(rows, axis=1)
-        with self._lock:
+        with self._queue_lock:
             self._queue.append((keys, rows, norms))
             self.queued += len(keys)
 
@@ -91,35 +97,38 @@ class _BankIndex:
         """Move up to ``limit`` of the oldest queued vectors into the graph; returns how many left
         the queue. Should usearch refuse them, they are logged and dropped: their rows stay in
         the file, keyword search still finds them, and the next rebuild indexes them."""
-        with self._lock:
-            if not self._queue:
-                return 0
-            keys, rows, norms = self._queue[0]
-            if len(keys) > limit:
-                self._queue[0] = (keys[limit:], rows[limit:], norms[limit:])
-                keys, rows = keys[:limit], rows[:limit]
-            else:
-                self._queue.pop(0)
-            self.queued -= len(keys)
+        with self._graph_lock:
+            with self._queue_lock:
+                if not self._queue:
+                    return 0
+                keys, rows, _ = self._queue[0]
+            keys, rows = keys[:limit], rows[:limit]
             try:
                 self._index.add(keys, rows, threads=1)
             except Exception:  # the indexer thread must outlive one bad slice
                 logger.exception("could not index %d vectors; they wait for the next rebuild", len(keys))
+            with self._queue_lock:
+                head, head_rows, head_norms = self._queue[0]
+                if len(head) > len(keys):
+                    self._queue[0] = (head[len(keys) :], head_rows[len(keys) :], head_norms[len(keys) :])
+                else:
+                    self._queue.pop(0)
+                self.queued -= len(keys)
             return len(keys)
 
     def clear_queue(self) -> int:
         """Forget every queued vector; returns how many there were."""
-        with self._lock:
+        with self._graph_lock, self._queue_lock:
             dropped, self._queue, self.queued = self.queued, [], 0
             return dropped
 
     def contains(self, key: int) -> bool:
-        with self._lock:
+        with self._graph_lock, self._queue_lock:
             return key in self._index or any(bool((keys == key).any()) for keys, _, _ in self._queue)
 
     def remove(self, keys: np.ndarray) -> int:
         """Drop ``keys`` from the graph and the queue; returns how many left the queue."""
-        with self._lock:
+        with self._graph_lock, self._queue_lock:
             self.tombstones += int(self._index.remove(keys))
             dequeued = 0
             for position, (queued, rows, norms) in enumerate(self._queue):
@@ -132,9 +141,8 @@ class _BankIndex:
 
     def search(self, query: np.ndarray, count: int) -> np.ndarray:
         """Up to ``count`` nearest keys from the graph plus up to ``count`` from the queue."""
-        with self._lock:
+        with self._graph_lock:
             size = len(self._index)
-            queue = list(self._queue)
             if size:
                 exact = size <= self._settings.exact_below
                 # One thread: the caller is already a worker thread; usearch's own pool costs more.
@@ -142,12 +150,14 @@ class _BankIndex:
                 found = np.asarray(matches.keys, dtype=np.uint64)
             else:
                 found = np.empty(0, dtype=np.uint64)
+            with self._queue_lock:
+                queue = list(self._queue)
         if not queue:
             return found
         return np.concatenate([found, _nearest_queued(queue, query, count)])
 
     def save(self, path: Path) -> None:
-        with self._lock:
+        with self._graph_lock:
             self._index.save(str(path))
 
     @classmethod
