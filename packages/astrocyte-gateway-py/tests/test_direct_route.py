@@ -1,0 +1,57 @@
+"""DirectRoute calls request-only endpoints directly and leaves every other endpoint to FastAPI."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import httpx
+from astrocyte_gateway import Settings, create_app
+from astrocyte_gateway.direct_route import DirectRoute
+from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi.routing import APIRoute
+
+
+def _route(app: FastAPI, path: str) -> APIRoute:
+    return next(r for r in app.router.routes if isinstance(r, APIRoute) and r.path == path)
+
+
+def test_only_request_only_endpoints_skip_fastapis_handler() -> None:
+    app = FastAPI()
+
+    async def plain(request: Request) -> Response:
+        return Response(b"ok")
+
+    async def with_header(request: Request, token: Annotated[str | None, Header()] = None) -> Response:
+        return Response(token or "")
+
+    def blocking(request: Request) -> Response:  # sync: FastAPI runs it in a thread
+        return Response(b"ok")
+
+    for path, endpoint in (("/plain", plain), ("/header", with_header), ("/sync", blocking)):
+        app.router.add_api_route(path, endpoint, methods=["POST"], route_class_override=DirectRoute)
+    assert _route(app, "/plain").get_route_handler() is plain
+    assert _route(app, "/header").get_route_handler() is not with_header
+    assert _route(app, "/sync").get_route_handler() is not blocking
+
+
+async def test_direct_endpoints_keep_routing_errors_and_exception_handlers() -> None:
+    app = FastAPI()
+
+    async def fails(request: Request) -> Response:
+        raise HTTPException(418, "teapot")
+
+    app.router.add_api_route("/fails", fails, methods=["POST"], route_class_override=DirectRoute)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        assert (await http.post("/fails")).status_code == 418
+        wrong_method = await http.get("/fails")
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "POST"
+
+
+def test_the_gateway_memory_routes_are_direct_where_they_can_be() -> None:
+    app = create_app(Settings.from_env({}))
+    for path in ("/v1/recall", "/v1/reflect", "/v1/forget"):
+        route = _route(app, path)
+        assert route.get_route_handler() is route.endpoint
+    retain = _route(app, "/v1/retain")  # declares the Idempotency-Key header: FastAPI validates it
+    assert retain.get_route_handler() is not retain.endpoint
