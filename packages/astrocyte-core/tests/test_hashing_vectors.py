@@ -51,10 +51,27 @@ def pinned_matrix(case: dict[str, Any]) -> tuple[list[str], np.ndarray]:
     return texts, matrix
 
 
-def varied_texts(count: int, seed: int) -> list[str]:
+def varied_texts(count: int, seed: int, *, ascii_only: bool = False) -> list[str]:
     """Texts mixing ASCII, accents, CJK, emoji, punctuation-only, repeats and whitespace."""
     rng = random.Random(seed)
-    words = "tea Alice über Straße 東京 café order 42 x_y İ ﬁ 🙂 !! -".split()
+    if ascii_only:  # includes control characters, which are neither words nor always whitespace
+        words = [
+            "tea",
+            "Alice",
+            "ORDER",
+            "42",
+            "x_y",
+            "e-mail",
+            "a@b.c",
+            "!!",
+            "-",
+            "\x01",
+            "\x7f",
+            "\t",
+            "__",
+        ]
+    else:
+        words = "tea Alice über Straße 東京 café order 42 x_y İ ﬁ 🙂 !! -".split()
     texts = []
     for _ in range(count):
         size = rng.choice([0, 1, 1, 2, 3, 8, 20, 60])
@@ -77,10 +94,13 @@ def test_reference_implementation_reproduces_the_pins() -> None:
         np.testing.assert_allclose(reference_embed(texts, **case["config"]), expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("ascii_only", [False, True], ids=["unicode", "ascii"])
 @pytest.mark.parametrize("config", [{}, {"dimensions": 16}, {"dimensions": 1000, "bigrams": False}])
-async def test_vectors_match_the_reference_over_varied_batches(config: dict[str, Any]) -> None:
+async def test_vectors_match_the_reference_over_varied_batches(
+    config: dict[str, Any], ascii_only: bool
+) -> None:
     embedder = HashingEmbedder(config)
-    texts = varied_texts(3000, seed=len(json.dumps(config)))
+    texts = varied_texts(3000, seed=len(json.dumps(config)), ascii_only=ascii_only)
     expected = reference_embed(texts, **config)
     got = await embedder.embed(texts)
     assert got.dtype == np.float32 and got.shape == expected.shape
@@ -89,6 +109,13 @@ async def test_vectors_match_the_reference_over_varied_batches(config: dict[str,
     np.testing.assert_allclose(again, expected, rtol=0, atol=1e-6)
     for size in (1, 2, 7, 64, 65):
         np.testing.assert_allclose(embedder.embed_sync(texts[:size]), expected[:size], rtol=0, atol=1e-6)
+
+
+def test_a_text_holding_nul_does_not_change_its_neighbours() -> None:
+    texts = ["first text", "nul\x00inside", "\x00", "last text here"]
+    np.testing.assert_allclose(
+        HashingEmbedder({}).embed_sync(texts), reference_embed(texts), rtol=0, atol=1e-6
+    )
 
 
 def test_an_empty_batch_has_no_rows() -> None:
