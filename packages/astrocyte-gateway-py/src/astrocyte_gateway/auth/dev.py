@@ -17,11 +17,14 @@ from astrocyte.errors import AccessDeniedError
 from astrocyte.types import AstrocyteContext
 from starlette.requests import Request
 
+from astrocyte_gateway._asgi import header
 from astrocyte_gateway.auth import PRINCIPAL_HEADER, checked_principal
 
 log = logging.getLogger("astrocyte_gateway.auth.dev")
 
 DEFAULT_PRINCIPAL = "user:dev"
+_DEFAULT_CONTEXT = AstrocyteContext(principal=DEFAULT_PRINCIPAL)  # frozen: one shared instance
+_PRINCIPAL_HEADER_RAW = PRINCIPAL_HEADER.encode()
 _LISTEN = "0A"
 
 
@@ -43,9 +46,10 @@ class DevAuthenticator:
                 "bind 127.0.0.1 or set ASTROCYTE_AUTH_MODE to api_key or jwt",
                 code="dev_mode_not_loopback",
             )
-        named = request.headers.get(PRINCIPAL_HEADER)
-        principal = checked_principal(named, "X-Astrocyte-Principal") if named else DEFAULT_PRINCIPAL
-        return AstrocyteContext(principal=principal)
+        named = header(request.scope, _PRINCIPAL_HEADER_RAW)
+        if not named:
+            return _DEFAULT_CONTEXT
+        return AstrocyteContext(principal=checked_principal(named.decode("latin-1"), "X-Astrocyte-Principal"))
 
     async def close(self) -> None:
         return None

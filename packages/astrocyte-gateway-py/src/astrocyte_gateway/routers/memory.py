@@ -15,9 +15,11 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request, Response
 
-from astrocyte_gateway.deps import brain_of, caller, json_response, read_body, runtime_of
+from astrocyte_gateway._asgi import scope_state
+from astrocyte_gateway.deps import authenticate, engine_of, json_response, read_body, runtime_of
 from astrocyte_gateway.direct_route import DirectRoute
 from astrocyte_gateway.openapi import json_body
+from astrocyte_gateway.runtime import GatewayRuntime
 from astrocyte_gateway.schemas import (
     ForgetBody,
     ForgetResponse,
@@ -31,11 +33,11 @@ from astrocyte_gateway.schemas import (
 
 
 def _note_bank(request: Request, bank_id: str | None, banks: list[str] | None) -> None:
-    request.state.bank_id = bank_id if bank_id else ",".join(banks or ()) or None
+    scope_state(request.scope)["bank_id"] = bank_id if bank_id else ",".join(banks or ()) or None
 
 
-def _done(request: Request, operation: str, result: Any) -> Response:
-    runtime_of(request).metrics.count_operation(operation, "ok")
+def _done(runtime: GatewayRuntime, operation: str, result: Any) -> Response:
+    runtime.metrics.count_operation(operation, "ok")
     return json_response(result)
 
 
@@ -43,48 +45,52 @@ async def retain(
     request: Request,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> Response:
+    runtime = runtime_of(request)
     body = await read_body(request, RetainBody)
-    context = await caller(request)
+    context = await authenticate(request, runtime)
     _note_bank(request, body.bank_id, None)
-    result = await brain_of(request).retain(
+    result = await engine_of(runtime).retain(
         body.content, body.bank_id, metadata=body.metadata, tags=body.tags, occurred_at=body.occurred_at,
         source=body.source, idempotency_key=idempotency_key or body.idempotency_key, context=context,
     )  # fmt: skip
-    return _done(request, "retain", result)
+    return _done(runtime, "retain", result)
 
 
 async def recall(request: Request) -> Response:
+    runtime = runtime_of(request)
     body = await read_body(request, RecallBody)
-    context = await caller(request)
+    context = await authenticate(request, runtime)
     _note_bank(request, body.bank_id, body.banks)
     window = (body.time_range.start, body.time_range.end) if body.time_range else None
-    result = await brain_of(request).recall(
+    result = await engine_of(runtime).recall(
         body.query, body.bank_id, banks=body.banks, max_results=body.max_results, max_tokens=body.max_tokens,
         tags=body.tags, time_range=window, context=context,
     )  # fmt: skip
-    return _done(request, "recall", result)
+    return _done(runtime, "recall", result)
 
 
 async def reflect(request: Request) -> Response:
+    runtime = runtime_of(request)
     body = await read_body(request, ReflectBody)
-    context = await caller(request)
+    context = await authenticate(request, runtime)
     _note_bank(request, body.bank_id, body.banks)
-    result = await brain_of(request).reflect(
+    result = await engine_of(runtime).reflect(
         body.query, body.bank_id, banks=body.banks, max_tokens=body.max_tokens,
         include_sources=body.include_sources, context=context,
     )  # fmt: skip
-    return _done(request, "reflect", result)
+    return _done(runtime, "reflect", result)
 
 
 async def forget(request: Request) -> Response:
+    runtime = runtime_of(request)
     body = await read_body(request, ForgetBody)
-    context = await caller(request)
+    context = await authenticate(request, runtime)
     _note_bank(request, body.bank_id, None)
-    result = await brain_of(request).forget(
+    result = await engine_of(runtime).forget(
         body.bank_id, memory_ids=body.memory_ids, tags=body.tags, before=body.before, scope=body.scope,
         context=context,
     )  # fmt: skip
-    return _done(request, "forget", result)
+    return _done(runtime, "forget", result)
 
 
 def install(app: FastAPI) -> None:
