@@ -32,7 +32,6 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -265,14 +264,17 @@ class Astrocyte:
     async def _write(self, items: list[_Prepared]) -> list[RetainResult]:
         """Embed every chunk of the batch in one call, then insert every record in one call."""
         texts = [chunk for item in items for chunk in item.chunks]
-        vectors = await self._embed(texts)
+        vectors = list(await self._embed(texts))  # one row view per chunk, made in C
         now = datetime.now(UTC)
         records = []
         row = 0
-        for item in items:
-            chunks = tuple(Chunk(i, text, vectors[row + i]) for i, text in enumerate(item.chunks))
+        for item, memory_id in zip(items, _new_memory_ids(len(items)), strict=True):
+            if len(item.chunks) == 1:  # the common case: no generator, no enumerate
+                chunks: tuple[Chunk, ...] = (Chunk(0, item.chunks[0], vectors[row]),)
+            else:
+                chunks = tuple(Chunk(i, text, vectors[row + i]) for i, text in enumerate(item.chunks))
             row += len(chunks)
-            records.append(_record(item, chunks, now))
+            records.append(_record(item, chunks, now, memory_id))
         inserted = await self.store.insert(records)
         self._remember_banks(record.bank_id for record in records)
         return [
@@ -536,10 +538,21 @@ class Astrocyte:
 # -- stage helpers ----------------------------------------------------------------------------------
 
 
-def _record(item: _Prepared, chunks: tuple[Chunk, ...], now: datetime) -> MemoryRecord:
+def _new_memory_ids(count: int) -> list[str]:
+    """``count`` random (version 4) UUIDs as 32 hex digits, exactly like ``uuid.uuid4().hex``, from
+    one ``os.urandom`` call for the whole batch instead of one per memory (each call is a syscall,
+    and a chance for another thread to take the GIL from the event loop)."""
+    raw = np.frombuffer(os.urandom(16 * count), dtype=np.uint8).reshape(count, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    digits = raw.tobytes().hex()
+    return [digits[start : start + 32] for start in range(0, 32 * count, 32)]
+
+
+def _record(item: _Prepared, chunks: tuple[Chunk, ...], now: datetime, memory_id: str) -> MemoryRecord:
     request = item.request
     return MemoryRecord(
-        memory_id=uuid.uuid4().hex,
+        memory_id=memory_id,
         bank_id=request.bank_id,
         text=item.text,
         chunks=chunks,
