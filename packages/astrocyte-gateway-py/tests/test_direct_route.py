@@ -34,16 +34,30 @@ def test_only_request_only_endpoints_skip_fastapis_handler() -> None:
     assert _route(app, "/sync").get_route_handler() is not blocking
 
 
+class Teapot(Exception):
+    pass
+
+
 async def test_direct_endpoints_keep_routing_errors_and_exception_handlers() -> None:
     app = FastAPI()
 
-    async def fails(request: Request) -> Response:
-        raise HTTPException(418, "teapot")
+    async def http_error(request: Request) -> Response:
+        raise HTTPException(404, "nothing here")
 
-    app.router.add_api_route("/fails", fails, methods=["POST"], route_class_override=DirectRoute)
+    async def own_error(request: Request) -> Response:
+        raise Teapot()
+
+    async def teapot(request: Request, exc: Exception) -> Response:
+        return Response(b"short and stout", 418)
+
+    app.add_exception_handler(Teapot, teapot)
+    for path, endpoint in (("/http", http_error), ("/own", own_error)):
+        app.router.add_api_route(path, endpoint, methods=["POST"], route_class_override=DirectRoute)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-        assert (await http.post("/fails")).status_code == 418
-        wrong_method = await http.get("/fails")
+        assert (await http.post("/http")).status_code == 404
+        handled = await http.post("/own")
+        wrong_method = await http.get("/own")
+    assert (handled.status_code, handled.content) == (418, b"short and stout")
     assert wrong_method.status_code == 405
     assert wrong_method.headers["allow"] == "POST"
 

@@ -3,7 +3,7 @@
 These are the hot routes, so they cost as little framework as they can, each measured per request:
 they parse their body with pydantic's native JSON validation and authenticate inline rather than
 through FastAPI's dependency solver (~20 µs); those taking only the request are called directly by
-:class:`~astrocyte_gateway.direct_route.DirectRoute` (~18 µs); and :func:`install` adds them to the
+:class:`~astrocyte_gateway.direct_route.DirectRoute` (~20 µs); and :func:`install` adds them to the
 app's own router rather than through an included ``APIRouter``, whose routes FastAPI matches twice
 through its nested-router machinery (~10 µs). The OpenAPI document still describes the body and
 response models and the security schemes.
