@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from astrocyte.ingest.sink import IngestMessage
@@ -36,46 +37,78 @@ def entry_ref(stream: str, entry_id: str) -> str:
 
 def decode_entry(stream: str, entry_id: str, raw: RawFields, mapping: FieldMapping) -> IngestMessage:
     """Decode one entry; raises :class:`PoisonEntry` when it cannot be a message."""
-    values = _values(raw, mapping)
-    content = values.get(mapping.content)
-    if not isinstance(content, str):
-        raise PoisonEntry("content_missing", f"the entry has no string {mapping.content!r}")
-    key = _optional_text(values, mapping.idempotency_key, "idempotency_key_invalid")
-    occurred = _occurred_at(values.get(mapping.occurred_at))
-    if occurred is None and mapping.occurred_at_from_entry_id:
-        occurred = _entry_time(entry_id)
-    return IngestMessage(
-        idempotency_key=key or entry_ref(stream, entry_id),
-        content=content,
-        bank_id=_optional_text(values, mapping.bank, "bank_invalid"),
-        metadata=_metadata(values, mapping),
-        tags=_tags(values.get(mapping.tags)),
-        occurred_at=occurred,
-        principal=_optional_text(values, mapping.principal, "principal_invalid"),
-        raw_ref=entry_ref(stream, entry_id),
-    )
+    return decoder_for(mapping).decode(stream, entry_id, raw)
 
 
-def _values(raw: RawFields, mapping: FieldMapping) -> dict[str, Any]:
-    """The mapped values: strings from entry fields, overlaid in the payload form by the JSON
-    object's keys (so a producer may put e.g. the bank beside the payload)."""
-    wanted = {
-        mapping.content,
-        mapping.bank,
-        mapping.tags,
-        mapping.metadata,
-        mapping.occurred_at,
-        *mapping.metadata_fields,
-        *(name for name in (mapping.idempotency_key, mapping.principal) if name),
-    } - {mapping.payload}
-    payload = raw.get(mapping.payload.encode())
-    use_payload = mapping.format == "payload" or (mapping.format == "auto" and payload is not None)
-    values: dict[str, Any] = {
-        name: _text(name, raw[name.encode()]) for name in wanted if name.encode() in raw
-    }
-    if use_payload:
-        values.update(_document(mapping.payload, payload))
-    return values
+@lru_cache(maxsize=32)
+def decoder_for(mapping: FieldMapping) -> EntryDecoder:
+    """The :class:`EntryDecoder` of ``mapping`` (mappings are frozen, so one per distinct mapping)."""
+    return EntryDecoder(mapping)
+
+
+class EntryDecoder:
+    """Decodes entries for one :class:`FieldMapping`, with the field lookups worked out once."""
+
+    def __init__(self, mapping: FieldMapping) -> None:
+        self.mapping = mapping
+        names: list[str | None] = [mapping.content, mapping.bank, mapping.tags, mapping.metadata]
+        names += [mapping.occurred_at, *mapping.metadata_fields, mapping.idempotency_key, mapping.principal]
+        # Entry field name (bytes) -> part name, for every mapped part except the payload itself.
+        self._wanted = {name.encode(): name for name in names if name and name != mapping.payload}
+        self._payload_key = mapping.payload.encode()
+        self._from_entry_id = mapping.occurred_at_from_entry_id
+        # Entries of a batch often share their millisecond: reuse the last one's datetime.
+        self._last_time: tuple[str, datetime | None] = ("", None)
+
+    def decode(self, stream: str, entry_id: str, raw: RawFields) -> IngestMessage:
+        """Decode one entry; raises :class:`PoisonEntry` when it cannot be a message."""
+        mapping = self.mapping
+        values = self._values(raw)
+        content = values.get(mapping.content)
+        if not isinstance(content, str):
+            raise PoisonEntry("content_missing", f"the entry has no string {mapping.content!r}")
+        key = _optional_text(values, mapping.idempotency_key, "idempotency_key_invalid")
+        occurred = _occurred_at(values.get(mapping.occurred_at))
+        if occurred is None and self._from_entry_id:
+            occurred = self._entry_time(entry_id)
+        ref = f"{stream}:{entry_id}"
+        return IngestMessage(
+            idempotency_key=key or ref,
+            content=content,
+            bank_id=_optional_text(values, mapping.bank, "bank_invalid"),
+            metadata=_metadata(values, mapping),
+            tags=_tags(values.get(mapping.tags)),
+            occurred_at=occurred,
+            principal=_optional_text(values, mapping.principal, "principal_invalid"),
+            raw_ref=ref,
+        )
+
+    def _values(self, raw: RawFields) -> dict[str, Any]:
+        """The mapped values: strings from entry fields, overlaid in the payload form by the JSON
+        object's keys (so a producer may put e.g. the bank beside the payload)."""
+        wanted = self._wanted
+        values: dict[str, Any] = {}
+        for field, value in raw.items():  # usually fewer entry fields than mapped parts
+            name = wanted.get(field)
+            if name is not None:
+                try:
+                    values[name] = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise PoisonEntry("entry_not_utf8", f"field {name!r} is not UTF-8") from None
+        payload_form = self.mapping.format
+        if payload_form != "fields":
+            payload = raw.get(self._payload_key)
+            if payload_form == "payload" or payload is not None:
+                values.update(_document(self.mapping.payload, payload))
+        return values
+
+    def _entry_time(self, entry_id: str) -> datetime | None:
+        millis = entry_id.partition("-")[0]
+        last_millis, last_time = self._last_time
+        if millis != last_millis:
+            last_time = _entry_time(millis)
+            self._last_time = (millis, last_time)
+        return last_time
 
 
 def _document(name: str, payload: bytes | None) -> dict[str, Any]:
@@ -101,6 +134,8 @@ def _optional_text(values: Mapping[str, Any], name: str | None, code: str) -> st
     if name is None:
         return None
     value = values.get(name)
+    if type(value) is str:  # the usual case, decided before the general checks
+        return value or None
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
@@ -167,9 +202,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _entry_time(entry_id: str) -> datetime | None:
-    """The time Redis stamped on an auto-generated entry id (milliseconds before the dash)."""
-    millis, _, _ = entry_id.partition("-")
+def _entry_time(millis: str) -> datetime | None:
+    """The time Redis stamped on an auto-generated entry id (``millis``: the part before the dash)."""
     try:
         return datetime.fromtimestamp(int(millis) / 1000, tz=UTC)
     except (ValueError, OverflowError, OSError):

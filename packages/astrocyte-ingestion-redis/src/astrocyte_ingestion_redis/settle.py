@@ -18,7 +18,7 @@ from astrocyte.ingest.sink import IngestMessage, Outcome, Sink
 
 from astrocyte_ingestion_redis.backoff import Backoff
 from astrocyte_ingestion_redis.config import RedisStreamConfig
-from astrocyte_ingestion_redis.decode import PoisonEntry, decode_entry
+from astrocyte_ingestion_redis.decode import PoisonEntry, decoder_for
 from astrocyte_ingestion_redis.group import ConsumerGroup, Delivered
 
 log = logging.getLogger("astrocyte_ingestion_redis")
@@ -46,25 +46,25 @@ class BatchSettler:
         self.sink = sink
         self.config = config
         self.hooks = hooks
+        self._decode = decoder_for(config.fields).decode
 
     async def settle(self, batch: Sequence[Delivered]) -> None:
         """Settle every entry of ``batch`` (entry order per stream is kept for the sink)."""
         ready: list[tuple[Delivered, IngestMessage]] = []
         deleted: list[Delivered] = []
+        decode, max_deliveries = self._decode, self.config.max_deliveries
         for item in batch:
             if not item.fields:  # deleted from the stream while pending: nothing left to store
                 deleted.append(item)
-            elif item.deliveries > self.config.max_deliveries:
+            elif item.deliveries > max_deliveries:
                 await self.group.dead_letter(
                     item,
                     "max_deliveries_exceeded",
-                    f"delivered {item.deliveries} times (max_deliveries is {self.config.max_deliveries})",
+                    f"delivered {item.deliveries} times (max_deliveries is {max_deliveries})",
                 )
             else:
                 try:
-                    ready.append(
-                        (item, decode_entry(item.stream, item.entry_id, item.fields, self.config.fields))
-                    )
+                    ready.append((item, decode(item.stream, item.entry_id, item.fields)))
                 except PoisonEntry as poison:
                     await self.group.dead_letter(item, poison.code, poison.reason)
         await self.group.ack(deleted)
