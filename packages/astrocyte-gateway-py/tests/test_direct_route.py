@@ -62,10 +62,8 @@ async def test_direct_endpoints_keep_routing_errors_and_exception_handlers() -> 
     assert wrong_method.headers["allow"] == "POST"
 
 
-def test_the_gateway_memory_routes_are_direct_where_they_can_be() -> None:
+def test_the_gateway_memory_routes_are_direct() -> None:
     app = create_app(Settings.from_env({}))
-    for path in ("/v1/recall", "/v1/reflect", "/v1/forget"):
+    for path in ("/v1/retain", "/v1/recall", "/v1/reflect", "/v1/forget"):
         route = _route(app, path)
         assert route.get_route_handler() is route.endpoint
-    retain = _route(app, "/v1/retain")  # declares the Idempotency-Key header: FastAPI validates it
-    assert retain.get_route_handler() is not retain.endpoint

@@ -28,6 +28,9 @@ async def test_idempotency_key_header_deduplicates(client: httpx.AsyncClient) ->
     second = await client.post("/v1/retain", json=payload, headers={"Idempotency-Key": "evt-1"})
     assert first.json()["deduplicated"] is False
     assert second.json() == {**first.json(), "deduplicated": True}
+    too_long = await client.post("/v1/retain", json=payload, headers={"Idempotency-Key": "k" * 256})
+    body = assert_error(too_long, 400, "validation_error")
+    assert "header.Idempotency-Key: String should have at most 255 characters" in body["detail"]
 
 
 async def test_reflect_answers_without_an_llm(client: httpx.AsyncClient) -> None:

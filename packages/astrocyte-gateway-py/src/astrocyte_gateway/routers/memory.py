@@ -11,12 +11,19 @@ response models and the security schemes.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import FastAPI, Request, Response
 
 from astrocyte_gateway._asgi import scope_state
-from astrocyte_gateway.deps import authenticate, engine_of, json_response, read_body, runtime_of
+from astrocyte_gateway.deps import (
+    OptionalHeader,
+    authenticate,
+    engine_of,
+    json_response,
+    read_body,
+    runtime_of,
+)
 from astrocyte_gateway.direct_route import DirectRoute
 from astrocyte_gateway.openapi import json_body
 from astrocyte_gateway.runtime import GatewayRuntime
@@ -31,6 +38,8 @@ from astrocyte_gateway.schemas import (
     RetainResponse,
 )
 
+IDEMPOTENCY_KEY = OptionalHeader("Idempotency-Key", max_length=255)  # or the body's idempotency_key
+
 
 def _note_bank(request: Request, bank_id: str | None, banks: list[str] | None) -> None:
     scope_state(request.scope)["bank_id"] = bank_id if bank_id else ",".join(banks or ()) or None
@@ -41,11 +50,9 @@ def _done(runtime: GatewayRuntime, operation: str, result: Any) -> Response:
     return json_response(result)
 
 
-async def retain(
-    request: Request,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
-) -> Response:
+async def retain(request: Request) -> Response:
     runtime = runtime_of(request)
+    idempotency_key = IDEMPOTENCY_KEY.read(request)
     body = await read_body(request, RetainBody)
     context = await authenticate(request, runtime)
     _note_bank(request, body.bank_id, None)
@@ -102,7 +109,10 @@ def install(app: FastAPI) -> None:
         ("/v1/forget", forget, ForgetBody, ForgetResponse, "Delete memories by id, tag, age, or all"),
     )
     for path, endpoint, body, response, summary in routes:
+        extra = json_body(body)
+        if endpoint is retain:
+            extra["parameters"] = [IDEMPOTENCY_KEY.openapi()]
         app.router.add_api_route(
             path, endpoint, methods=["POST"], response_model=response, summary=summary, tags=["memory"],
-            openapi_extra=json_body(body), route_class_override=DirectRoute,
+            openapi_extra=extra, route_class_override=DirectRoute,
         )  # fmt: skip
