@@ -184,12 +184,14 @@ def _insert_rows(
     tags: list[tuple[int, str, str]] = []
     chunks: list[tuple[Any, ...]] = []
     added: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+    encode = _RowEncoder()
     for record, matrix in batch:
         memory_id += 1
-        unique_tags = list(dict.fromkeys(record.tags))
-        memories.append(_memory_row(memory_id, record, unique_tags))
-        tags.extend((memory_id, record.bank_id, tag) for tag in unique_tags)
-        token = bank_key(record.bank_id)
+        unique_tags = list(dict.fromkeys(record.tags)) if record.tags else []
+        memories.append(encode.memory(memory_id, record, unique_tags))
+        if unique_tags:
+            tags.extend((memory_id, record.bank_id, tag) for tag in unique_tags)
+        token = encode.bank_token(record.bank_id)
         keys, rows = added.setdefault(record.bank_id, ([], []))
         for chunk, vector in zip(record.chunks, matrix, strict=True):
             chunk_id += 1
@@ -229,22 +231,45 @@ def _fts_trigger(conn: sqlite3.Connection) -> bool:
     )
 
 
-def _memory_row(row_id: int, record: MemoryRecord, tags: list[str]) -> tuple[Any, ...]:
-    event = record.occurred_at or record.retained_at
-    return (
-        row_id,
-        record.memory_id,
-        record.bank_id,
-        record.text,
-        json.dumps(tags),
-        _metadata_json(record.metadata),
-        record.occurred_at.isoformat() if record.occurred_at else None,
-        record.retained_at.isoformat(),
-        micros(event),
-        micros(record.retained_at),
-        record.source,
-        record.idempotency_key,
-    )
+class _RowEncoder:
+    """Column values of a batch's rows. The records of one retain batch share their retained-at
+    moment and usually their bank, so those encodings are computed once, not per row."""
+
+    def __init__(self) -> None:
+        self._moment: datetime | None = None
+        self._moment_text = ""
+        self._moment_us = 0
+        self._tokens: dict[str, str] = {}
+
+    def bank_token(self, bank_id: str) -> str:
+        token = self._tokens.get(bank_id)
+        if token is None:
+            token = self._tokens[bank_id] = bank_key(bank_id)
+        return token
+
+    def memory(self, row_id: int, record: MemoryRecord, tags: list[str]) -> tuple[Any, ...]:
+        retained = record.retained_at
+        if retained is not self._moment:
+            self._moment, self._moment_text, self._moment_us = (
+                retained,
+                retained.isoformat(),
+                micros(retained),
+            )
+        occurred = record.occurred_at
+        return (
+            row_id,
+            record.memory_id,
+            record.bank_id,
+            record.text,
+            json.dumps(tags) if tags else "[]",
+            _metadata_json(record.metadata) if record.metadata else "{}",
+            occurred.isoformat() if occurred else None,
+            self._moment_text,
+            micros(occurred) if occurred else self._moment_us,
+            self._moment_us,
+            record.source,
+            record.idempotency_key,
+        )
 
 
 def _memory_id_conflict(conn: sqlite3.Connection, records: list[MemoryRecord]) -> ConflictError:
