@@ -59,3 +59,11 @@ async def test_opens_its_own_server_span_when_the_framework_does_not() -> None:
     assert span.kind == trace.SpanKind.SERVER
     assert span.attributes["astrocyte.principal"] == "user:dev"
     assert span.attributes["http.response.status_code"] == 204
+
+
+async def test_no_spans_when_tracing_is_off_even_with_a_provider_installed(brain: Astrocyte) -> None:
+    EXPORTER.clear()
+    async with serve({}, brain) as (http, _):
+        await http.post("/v1/retain", json={"content": "x", "bank_id": "b"})
+        assert (await http.post("/v1/recall", json={"query": "x", "bank_id": "b"})).status_code == 200
+    assert EXPORTER.get_finished_spans() == ()
