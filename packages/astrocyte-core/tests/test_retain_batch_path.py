@@ -7,7 +7,8 @@ import uuid
 
 import numpy as np
 from astrocyte.brain import Astrocyte, _new_memory_ids
-from astrocyte.types import InsertOutcome, MemoryRecord, RetainRequest
+from astrocyte.errors import AstrocyteError
+from astrocyte.types import AstrocyteContext, InsertOutcome, MemoryRecord, RetainRequest
 
 UUID4_HEX = re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}")
 
@@ -63,3 +64,31 @@ async def test_a_batch_hands_the_store_one_record_per_memory_with_its_own_vector
         vectors = await brain.embedder.embed(texts)
         got = np.vstack([c.embedding for record in captured for c in record.chunks])
         np.testing.assert_array_equal(got, vectors)
+
+
+async def test_bank_checks_run_once_per_bank_yet_fail_every_bad_item() -> None:
+    config = {
+        "store": "memory",
+        "access_control": {"enabled": True},
+        "access_grants": [{"bank_id": "ok-*", "principal": "service:ingest", "permissions": ["write"]}],
+    }
+    context = AstrocyteContext(principal="service:ingest")
+    banks = ["ok-a", "bad bank", "ok-a", "denied", "bad bank", "denied", "ok-b", "ok-a"]
+    async with Astrocyte.from_dict(config) as brain:
+        outcomes = await brain.retain_many(
+            [RetainRequest(content=f"memory {i}", bank_id=bank) for i, bank in enumerate(banks)],
+            context=context,
+        )
+    codes = [o.code if isinstance(o, AstrocyteError) else "stored" for o in outcomes]
+    assert codes == [
+        "stored",
+        "bank_id_invalid",
+        "stored",
+        "access_denied",
+        "bank_id_invalid",
+        "access_denied",
+        "stored",
+        "stored",
+    ]
+    errors = [o for o in outcomes if isinstance(o, AstrocyteError)]
+    assert len({id(error) for error in errors}) == len(errors)  # each item its own error

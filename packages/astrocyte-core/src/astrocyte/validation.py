@@ -119,7 +119,8 @@ def _aware(value: datetime) -> datetime:
 
 def validate_retain_fields(request: RetainRequest) -> None:
     """Shapes of a retain request's optional fields (their sizes are the policy's job)."""
-    if not isinstance(request.metadata, dict) or not all(isinstance(k, str) for k in request.metadata):
+    metadata = request.metadata
+    if not isinstance(metadata, dict) or (metadata and not all(isinstance(k, str) for k in metadata)):
         raise ValidationError("metadata must be an object with string keys", code="metadata_invalid")
     if request.occurred_at is not None and not isinstance(request.occurred_at, datetime):
         raise ValidationError("occurred_at must be a datetime", code="occurred_at_invalid")
