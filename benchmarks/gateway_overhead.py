@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import random
@@ -399,7 +400,14 @@ def main() -> int:
     args = parser.parse_args()
 
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+            # uvicorn picks these up when installed (the gateway's [speedups] extra); (b) depends on them.
+            "uvicorn_speedups": {
+                name: importlib.util.find_spec(name) is not None for name in ("uvloop", "httptools")
+            },
+        },
         "in_process": {
             transport: asyncio.run(in_process(args.iterations, args.inprocess_bank_size, transport))
             for transport in ("httpx", "direct")
