@@ -77,8 +77,9 @@ _KNOWN_BANKS_LIMIT = 100_000  # bank-exists cache size; cleared when full (it on
 
 @dataclass(slots=True)
 class _Prepared:
-    """A retain request that passed every check, ready to embed."""
+    """A retain request that passed every check, ready to embed; ``position`` in its batch."""
 
+    position: int
     request: RetainRequest
     text: str
     chunks: list[str]
@@ -201,26 +202,30 @@ class Astrocyte:
         self, requests: list[RetainRequest], context: AstrocyteContext | None
     ) -> list[RetainResult | AstrocyteError]:
         outcomes: list[RetainResult | AstrocyteError | None] = [None] * len(requests)
-        ready: list[tuple[int, _Prepared]] = []
+        ready: list[_Prepared] = []
         writable: set[str] = set()  # banks of this batch already validated and authorized
         for position, request in enumerate(requests):
             try:
-                ready.append((position, self._prepare(request, context, writable)))
+                ready.append(self._prepare(request, context, writable, position))
             except AstrocyteError as exc:
                 outcomes[position] = exc
         ready = await self._charge_retains(ready, context, outcomes)
         if ready:
             written: list[RetainResult | AstrocyteError]
             try:
-                written = list(await self._write([item for _, item in ready]))
+                written = list(await self._write(ready))
             except AstrocyteError as exc:
                 written = [exc] * len(ready)
-            for (position, _), outcome in zip(ready, written, strict=True):
-                outcomes[position] = outcome
+            for item, outcome in zip(ready, written, strict=True):
+                outcomes[item.position] = outcome
         return outcomes  # type: ignore[return-value]  # every slot is filled above
 
     def _prepare(
-        self, request: RetainRequest, context: AstrocyteContext | None, writable: set[str] | None = None
+        self,
+        request: RetainRequest,
+        context: AstrocyteContext | None,
+        writable: set[str] | None = None,
+        position: int = 0,
     ) -> _Prepared:
         """Every check that can reject one retain, in order; raises the first problem found.
         ``writable``: banks that passed the bank checks for this context (skipped, then added to)."""
@@ -240,17 +245,17 @@ class Astrocyte:
         if not chunks:  # the barrier redacted everything away
             raise ValidationError("content is empty after redaction", code="content_empty")
         source = request.source if request.source is not None else (context.source if context else None)
-        return _Prepared(request, text, chunks, source)
+        return _Prepared(position, request, text, chunks, source)
 
     async def _charge_retains(
         self,
-        ready: list[tuple[int, _Prepared]],
+        ready: list[_Prepared],
         context: AstrocyteContext | None,
         outcomes: list[RetainResult | AstrocyteError | None],
-    ) -> list[tuple[int, _Prepared]]:
+    ) -> list[_Prepared]:
         """Rate limits, charged per bank for the whole batch; a refused bank fails its items."""
         per_bank: dict[str, int] = {}
-        for _, item in ready:
+        for item in ready:
             per_bank[item.request.bank_id] = per_bank.get(item.request.bank_id, 0) + 1
         refused: dict[str, AstrocyteError] = {}
         for bank_id, count in per_bank.items():
@@ -261,12 +266,12 @@ class Astrocyte:
         if not refused:
             return ready
         kept = []
-        for position, item in ready:
+        for item in ready:
             error = refused.get(item.request.bank_id)
             if error is None:
-                kept.append((position, item))
+                kept.append(item)
             else:
-                outcomes[position] = error
+                outcomes[item.position] = error
         return kept
 
     async def _write(self, items: list[_Prepared]) -> list[RetainResult]:

@@ -50,7 +50,9 @@ class BatchSettler:
 
     async def settle(self, batch: Sequence[Delivered]) -> None:
         """Settle every entry of ``batch`` (entry order per stream is kept for the sink)."""
-        ready: list[tuple[Delivered, IngestMessage]] = []
+        # Entries and their messages in two parallel lists: no pair object per entry to collect.
+        items: list[Delivered] = []
+        messages: list[IngestMessage] = []
         deleted: list[Delivered] = []
         decode, max_deliveries = self._decode, self.config.max_deliveries
         for item in batch:
@@ -64,20 +66,22 @@ class BatchSettler:
                 )
             else:
                 try:
-                    ready.append((item, decode(item.stream, item.entry_id, item.fields)))
+                    messages.append(decode(item.stream, item.entry_id, item.fields))
                 except PoisonEntry as poison:
                     await self.group.dead_letter(item, poison.code, poison.reason)
+                else:
+                    items.append(item)
         await self.group.ack(deleted)
-        await self._submit_until_settled(ready)
+        await self._submit_until_settled(items, messages)
 
-    async def _submit_until_settled(self, todo: list[tuple[Delivered, IngestMessage]]) -> None:
+    async def _submit_until_settled(self, items: list[Delivered], messages: list[IngestMessage]) -> None:
         backoff = Backoff(self.config.backoff_initial_ms / 1000, self.config.backoff_max_ms / 1000)
         failing = False
         try:
-            while todo:
-                outcomes = await self._submit([message for _, message in todo])
-                retry = await self._apply(todo, outcomes)
-                if not retry:
+            while items:
+                outcomes = await self._submit(messages)
+                items, messages = await self._apply(items, messages, outcomes)
+                if not items:
                     return
                 if self.hooks.stopping.is_set():
                     return  # leave them pending: redelivered to whoever reads next
@@ -87,7 +91,6 @@ class BatchSettler:
                 failing = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.hooks.stopping.wait(), timeout=delay)
-                todo = retry
         finally:
             if failing:
                 self.hooks.recovered()
@@ -105,17 +108,20 @@ class BatchSettler:
         return outcomes
 
     async def _apply(
-        self, todo: list[tuple[Delivered, IngestMessage]], outcomes: Sequence[Outcome]
-    ) -> list[tuple[Delivered, IngestMessage]]:
+        self, items: list[Delivered], messages: list[IngestMessage], outcomes: Sequence[Outcome]
+    ) -> tuple[list[Delivered], list[IngestMessage]]:
         """Dead-letter rejections, acknowledge stored/duplicate, return what must be retried."""
-        retry: list[tuple[Delivered, IngestMessage]] = []
+        retry_items: list[Delivered] = []
+        retry_messages: list[IngestMessage] = []
         settled: list[Delivered] = []
-        for pair, outcome in zip(todo, outcomes, strict=True):
-            if outcome.status == "failed":
-                retry.append(pair)
-            elif outcome.status == "rejected":
-                await self.group.dead_letter(pair[0], outcome.code or "rejected", outcome.reason or "")
+        for item, message, outcome in zip(items, messages, outcomes, strict=True):
+            status = outcome.status
+            if status == "failed":
+                retry_items.append(item)
+                retry_messages.append(message)
+            elif status == "rejected":
+                await self.group.dead_letter(item, outcome.code or "rejected", outcome.reason or "")
             else:
-                settled.append(pair[0])
+                settled.append(item)
         await self.group.ack(settled)
-        return retry
+        return retry_items, retry_messages

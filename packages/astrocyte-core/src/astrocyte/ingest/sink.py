@@ -120,8 +120,17 @@ class _Prepared:
     """Leaders (first message per bank and key) grouped by the context they retain under."""
 
     outcomes: list[Outcome | None]
-    groups: dict[AstrocyteContext, list[tuple[int, RetainRequest]]]
+    groups: dict[AstrocyteContext, _Group]
     followers: dict[int, int]  # message index -> leader index
+
+
+@dataclass(slots=True)
+class _Group:
+    """The requests retained under one context, and the message index of each (parallel lists:
+    no pair object per message)."""
+
+    indices: list[int] = field(default_factory=list)
+    requests: list[RetainRequest] = field(default_factory=list)
 
 
 class IngestSink:
@@ -171,7 +180,7 @@ class IngestSink:
         started = time.perf_counter()
         prepared = self._prepare(batch)
         await asyncio.gather(
-            *(self._retain_group(ctx, items, prepared.outcomes) for ctx, items in prepared.groups.items())
+            *(self._retain_group(ctx, group, prepared.outcomes) for ctx, group in prepared.groups.items())
         )
         for index, leader in prepared.followers.items():
             prepared.outcomes[index] = _follower_outcome(prepared.outcomes[leader])
@@ -188,10 +197,10 @@ class IngestSink:
 
     def _prepare(self, batch: Sequence[IngestMessage]) -> _Prepared:
         prepared = _Prepared([None] * len(batch), {}, {})
-        leaders: dict[tuple[str, str], int] = {}
+        leaders: dict[str, dict[str, int]] = {}  # bank -> idempotency key -> first message index
         # A batch names few principals: resolve each once (the context, or why it is refused).
         contexts: dict[str | None, AstrocyteContext | AstrocyteError] = {}
-        groups: dict[str | None, list[tuple[int, RetainRequest]]] = {}  # by principal: no context hash
+        groups: dict[str | None, _Group] = {}  # by principal: no context hash per message
         for index, message in enumerate(batch):
             try:
                 bank_id = self._bank_for(message)
@@ -204,14 +213,18 @@ class IngestSink:
             if isinstance(context, AstrocyteError):
                 prepared.outcomes[index] = Outcome.rejected(context.code, context.message)
                 continue
-            leader = leaders.setdefault((bank_id, message.idempotency_key), index)
+            keys = leaders.get(bank_id)
+            if keys is None:
+                keys = leaders[bank_id] = {}
+            leader = keys.setdefault(message.idempotency_key, index)
             if leader != index:
                 prepared.followers[index] = leader
                 continue
             group = groups.get(message.principal)
             if group is None:
-                group = groups[message.principal] = prepared.groups.setdefault(context, [])
-            group.append((index, self._request(message, bank_id)))
+                group = groups[message.principal] = prepared.groups.setdefault(context, _Group())
+            group.indices.append(index)
+            group.requests.append(self._request(message, bank_id))
         return prepared
 
     def _bank_for(self, message: IngestMessage) -> str:
@@ -254,15 +267,12 @@ class IngestSink:
         )
 
     async def _retain_group(
-        self,
-        context: AstrocyteContext,
-        items: list[tuple[int, RetainRequest]],
-        outcomes: list[Outcome | None],
+        self, context: AstrocyteContext, group: _Group, outcomes: list[Outcome | None]
     ) -> None:
-        for start in range(0, len(items), self._max_batch):
-            chunk = items[start : start + self._max_batch]
-            results = await self._retain_chunk(context, [request for _, request in chunk])
-            for (index, _), outcome in zip(chunk, results, strict=True):
+        size = self._max_batch
+        for start in range(0, len(group.requests), size):
+            results = await self._retain_chunk(context, group.requests[start : start + size])
+            for index, outcome in zip(group.indices[start : start + size], results, strict=True):
                 outcomes[index] = outcome
 
     async def _retain_chunk(self, context: AstrocyteContext, requests: list[RetainRequest]) -> list[Outcome]:
