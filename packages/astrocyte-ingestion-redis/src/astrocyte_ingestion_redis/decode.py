@@ -72,16 +72,16 @@ class EntryDecoder:
         if occurred is None and self._from_entry_id:
             occurred = self._entry_time(entry_id)
         ref = f"{stream}:{entry_id}"
-        return IngestMessage(
-            idempotency_key=key or ref,
-            content=content,
-            bank_id=_optional_text(values, mapping.bank, "bank_invalid"),
-            metadata=_metadata(values, mapping),
-            tags=_tags(values.get(mapping.tags)),
-            occurred_at=occurred,
-            principal=_optional_text(values, mapping.principal, "principal_invalid"),
-            raw_ref=ref,
-        )
+        bank_id = _optional_text(values, mapping.bank, "bank_invalid")
+        metadata = _metadata(values, mapping) if self._any_metadata(values) else {}
+        tags = _tags(values.get(mapping.tags))
+        principal = _optional_text(values, mapping.principal, "principal_invalid")
+        # Positional, in IngestMessage's field order: a frozen dataclass sets each field by hand.
+        return IngestMessage(key or ref, content, bank_id, metadata, tags, occurred, principal, ref)
+
+    def _any_metadata(self, values: Mapping[str, Any]) -> bool:
+        """False when the entry has no metadata part at all (then it is ``{}``, without the parse)."""
+        return self.mapping.metadata in values or bool(self.mapping.metadata_fields)
 
     def _values(self, raw: RawFields) -> dict[str, Any]:
         """The mapped values: strings from entry fields, overlaid in the payload form by the JSON
