@@ -110,10 +110,13 @@ class HashingEmbedder:
         weights = sign_bits * 2.0 - 1.0
         matrix = np.bincount(indices, weights=weights, minlength=count * self.dimensions)
         matrix = matrix.reshape(count, self.dimensions)
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        # Row norms without a squared temporary the size of the batch, and an in-place division:
+        # the same float64 values as numpy.linalg.norm (whole-number sums are exact in any order).
+        norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))[:, np.newaxis]
         # Opposite-signed collisions can cancel every feature; 1.0 keeps such a row at zero, not NaN.
         norms[norms == 0.0] = 1.0
-        return (matrix / norms).astype(np.float32, copy=False)
+        matrix /= norms
+        return matrix.astype(np.float32)
 
     def _codes(self, features: list[str]) -> np.ndarray:
         """The code of every feature (``_SEPARATOR_CODE`` for those holding the separator): cached
