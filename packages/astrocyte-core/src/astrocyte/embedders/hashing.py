@@ -108,8 +108,8 @@ class HashingEmbedder:
     def _scatter(self, count: int, indices: np.ndarray, sign_bits: np.ndarray) -> np.ndarray:
         """Sum +1/-1 per (text, dimension) and L2-normalise each row."""
         weights = sign_bits * 2.0 - 1.0
-        matrix = np.bincount(indices, weights=weights, minlength=count * self.dimensions)
-        matrix = matrix.reshape(count, self.dimensions)
+        sums = np.bincount(indices, weights=weights, minlength=count * self.dimensions)
+        matrix = sums.astype(np.float64, copy=False).reshape(count, self.dimensions)  # already float64
         # Row norms without a squared temporary the size of the batch, and an in-place division:
         # the same float64 values as numpy.linalg.norm (whole-number sums are exact in any order).
         norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))[:, np.newaxis]
