@@ -120,3 +120,21 @@ def test_a_text_holding_nul_does_not_change_its_neighbours() -> None:
 
 def test_an_empty_batch_has_no_rows() -> None:
     assert HashingEmbedder({}).embed_sync([]).shape == (0, 384)
+
+
+def test_the_feature_cache_stays_bounded_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    from astrocyte.embedders import hashing
+
+    monkeypatch.setattr(hashing, "_TABLE_LIMIT", 50)
+    embedder = HashingEmbedder({"dimensions": 24})  # a dimension count no other test caches
+    batch = [f"unique words {i} w{i}x" for i in range(200)]
+    with_nul = [f"nul\x00{i} z{i}y" for i in range(200)]  # the one-by-one path
+    expected = reference_embed(batch + with_nul, dimensions=24)
+    rows = []
+    for start in range(0, 400, 10):
+        rows.append(embedder.embed_sync((batch + with_nul)[start : start + 10]))
+        assert len(embedder._table) <= 50
+    rows.append(embedder.embed_sync(batch))  # more new features than the cache holds
+    assert len(embedder._table) <= 50
+    np.testing.assert_allclose(np.vstack(rows[:-1]), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(rows[-1], expected[:200], rtol=0, atol=1e-6)

@@ -132,7 +132,8 @@ class HashingEmbedder:
             fresh = dict(zip(fresh, _to_codes(digests, self.dimensions).tolist(), strict=True))
             if len(table) + len(fresh) > _TABLE_LIMIT:
                 table.clear()  # crude but cheap: frequent words come straight back
-            table.update(fresh)
+            if len(fresh) <= _TABLE_LIMIT:
+                table.update(fresh)
         codes[missing] = [fresh.get(features[i], _SEPARATOR_CODE) for i in missing]
         return codes
 
@@ -142,6 +143,8 @@ class HashingEmbedder:
         if code is None:
             code = int(_to_codes(_digests([feature]), self.dimensions)[0])
             if "\x00" not in feature:
+                if len(self._table) >= _TABLE_LIMIT:
+                    self._table.clear()
                 self._table[feature] = code
         return code
 
