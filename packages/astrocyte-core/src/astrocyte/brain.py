@@ -290,7 +290,9 @@ class Astrocyte:
             records.append(_record(item, chunks, now, memory_id))
         inserted = await self.store.insert(records)
         self._remember_banks(record.bank_id for record in records)
-        return [RetainResult(True, o.memory_id, o.deduplicated) for o in inserted]  # stored, id, dedup
+        return [
+            RetainResult(stored=True, memory_id=o.memory_id, deduplicated=o.deduplicated) for o in inserted
+        ]
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
         vectors = await self.embedder.embed(texts)
@@ -562,18 +564,17 @@ def _new_memory_ids(count: int) -> list[str]:
 
 def _record(item: _Prepared, chunks: tuple[Chunk, ...], now: datetime, memory_id: str) -> MemoryRecord:
     request = item.request
-    # Positional, in MemoryRecord's field order (part of its contract): ~30% cheaper than keywords.
     return MemoryRecord(
-        memory_id,
-        request.bank_id,
-        item.text,
-        chunks,
-        tuple(request.tags),
-        dict(request.metadata),
-        request.occurred_at,
-        now,  # retained_at
-        item.source,
-        request.idempotency_key,
+        memory_id=memory_id,
+        bank_id=request.bank_id,
+        text=item.text,
+        chunks=chunks,
+        tags=tuple(request.tags),
+        metadata=dict(request.metadata),
+        occurred_at=request.occurred_at,
+        retained_at=now,
+        source=item.source,
+        idempotency_key=request.idempotency_key,
     )
 
 

@@ -76,8 +76,16 @@ class EntryDecoder:
         metadata = _metadata(values, mapping) if self._any_metadata(values) else {}
         tags = _tags(values.get(mapping.tags))
         principal = _optional_text(values, mapping.principal, "principal_invalid")
-        # Positional, in IngestMessage's field order: a frozen dataclass sets each field by hand.
-        return IngestMessage(key or ref, content, bank_id, metadata, tags, occurred, principal, ref)
+        return IngestMessage(
+            idempotency_key=key or ref,
+            content=content,
+            bank_id=bank_id,
+            metadata=metadata,
+            tags=tags,
+            occurred_at=occurred,
+            principal=principal,
+            raw_ref=ref,
+        )
 
     def _any_metadata(self, values: Mapping[str, Any]) -> bool:
         """False when the entry has no metadata part at all (then it is ``{}``, without the parse)."""

@@ -255,15 +255,14 @@ class IngestSink:
             return None
 
     def _request(self, message: IngestMessage, bank_id: str) -> RetainRequest:
-        # Positional (the field order of RetainRequest is part of its contract): ~25% cheaper.
         return RetainRequest(
-            message.content,  # content
-            bank_id,
-            dict(message.metadata),
-            tuple(message.tags),
-            message.occurred_at,
-            self.source_id,  # source
-            message.idempotency_key,
+            content=message.content,
+            bank_id=bank_id,
+            metadata=dict(message.metadata),
+            tags=tuple(message.tags),
+            occurred_at=message.occurred_at,
+            source=self.source_id,
+            idempotency_key=message.idempotency_key,
         )
 
     async def _retain_group(
