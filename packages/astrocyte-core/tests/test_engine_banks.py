@@ -101,6 +101,32 @@ async def test_pii_barrier_redacts_before_storing(make_brain: Any) -> None:
         assert (await brain.bank_stats("user:alice")).memory_count == 1
 
 
+async def test_pii_barrier_screens_metadata_values_and_tags_too(make_brain: Any) -> None:
+    async with make_brain(
+        barriers={"pii": {"action": "redact", "type_overrides": {"payment_card": "reject"}}}
+    ) as brain:
+        metadata = {
+            "customer": {"email": "alice@example.com", "ids": ["ok", "+1-415-555-2671"]},
+            "count": 3,
+            "note": "plain",
+        }
+        await brain.retain("Trip notes.", "user:alice", metadata=metadata, tags=["owner:alice@example.com"])
+        hit = (await brain.recall("trip", "user:alice")).hits[0]
+        assert hit.metadata == {
+            "customer": {"email": "[REDACTED:email]", "ids": ["ok", "[REDACTED:phone]"]},
+            "count": 3,
+            "note": "plain",
+        }
+        assert list(hit.tags) == ["owner:[REDACTED:email]"]
+        with pytest.raises(PiiRejectedError) as refused:
+            await brain.retain("Billing.", "user:alice", metadata={"card": "4111 1111 1111 1111"})
+        assert refused.value.details == {"types": ["payment_card"], "field": "metadata"}
+        assert "4111" not in refused.value.message
+        with pytest.raises(PiiRejectedError):
+            await brain.retain("Billing.", "user:alice", tags=["4111 1111 1111 1111"])
+        assert (await brain.bank_stats("user:alice")).memory_count == 1
+
+
 async def test_operations_are_counted_in_prometheus(brain: Astrocyte) -> None:
     def count(outcome: str) -> float:
         value = REGISTRY.get_sample_value(

@@ -84,6 +84,8 @@ class _Prepared:
     text: str
     chunks: list[str]
     source: str | None
+    metadata: Mapping[str, Any]  # after the PII barrier, like ``text`` and ``tags``
+    tags: tuple[str, ...]
 
 
 class Astrocyte:
@@ -240,12 +242,13 @@ class Astrocyte:
         check.validate_retain_fields(request)
         self.policy.check_sizes(content, request.metadata, tags)
         text = self.policy.screen(content)
+        metadata, tags = self.policy.screen_fields(request.metadata, tags)
         chunking = self.config.chunking
         chunks = chunk_text(text, chunking.max_chars, chunking.overlap_chars)
         if not chunks:  # the barrier redacted everything away
             raise ValidationError("content is empty after redaction", code="content_empty")
         source = request.source if request.source is not None else (context.source if context else None)
-        return _Prepared(position, request, text, chunks, source)
+        return _Prepared(position, request, text, chunks, source, metadata, tags)
 
     async def _charge_retains(
         self,
@@ -569,8 +572,8 @@ def _record(item: _Prepared, chunks: tuple[Chunk, ...], now: datetime, memory_id
         bank_id=request.bank_id,
         text=item.text,
         chunks=chunks,
-        tags=tuple(request.tags),
-        metadata=dict(request.metadata),
+        tags=item.tags,
+        metadata=dict(item.metadata),
         occurred_at=request.occurred_at,
         retained_at=now,
         source=item.source,

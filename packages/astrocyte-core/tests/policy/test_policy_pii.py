@@ -65,7 +65,7 @@ def test_each_type_is_rejected_without_echoing_the_value(pii_type: str, value: s
         barrier(action="redact", type_overrides={pii_type: "reject"}).screen(f"note: {value} (end)")
     error = info.value
     assert error.code == "pii_rejected" and error.http_status == 422
-    assert error.details == {"types": [pii_type]}
+    assert error.details == {"types": [pii_type], "field": "content"}
     assert pii_type in error.message
     assert value not in str(error.to_dict())
     assert value.split()[0] not in error.message

@@ -65,6 +65,15 @@ class PolicyEngine:
         """Apply the PII barrier: redacted text, or ``PiiRejectedError`` naming the types only."""
         return self.pii.screen(text) if self.pii is not None else text
 
+    def screen_fields(
+        self, metadata: Mapping[str, Any], tags: tuple[str, ...]
+    ) -> tuple[Mapping[str, Any], tuple[str, ...]]:
+        """The PII barrier over a retain's metadata (every string value, nested too) and tags."""
+        if self.pii is None or not self.pii.enabled:
+            return metadata, tags
+        screened_tags = tuple(self.pii.screen(tag, "tags") for tag in tags)
+        return (self.pii.screen_metadata(metadata) if metadata else metadata), screened_tags
+
     # -- limits -----------------------------------------------------------------------------------
 
     def check_sizes(

@@ -1,4 +1,5 @@
-"""The PII barrier: every retained text passes through :meth:`PiiBarrier.screen`.
+"""The PII barrier: every retained text passes through :meth:`PiiBarrier.screen`: the content, each
+tag, and every string value of the metadata (:meth:`PiiBarrier.screen_metadata`).
 
 Per detected type the action is ``redact`` (replace with ``[REDACTED:<type>]``), ``reject`` (raise
 ``PiiRejectedError`` naming the types only) or ``warn`` (keep the text, log the types and counts
@@ -10,7 +11,8 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from astrocyte.errors import PiiRejectedError
 from astrocyte.policy.config import PII_TYPES, PiiAction, PiiBarrierConfig
@@ -64,8 +66,9 @@ class PiiBarrier:
             chosen.insert(i, (start, end, name))
         return chosen
 
-    def screen(self, text: str) -> str:
-        """Return ``text`` with redactions applied; raise if a type's action is ``reject``."""
+    def screen(self, text: str, where: str = "content") -> str:
+        """Return ``text`` with redactions applied; raise if a type's action is ``reject``.
+        ``where`` names the part of the retain in messages and logs (``content``, ``metadata``...)."""
         if not self.enabled or not text:
             return text
         found = self.find(text)
@@ -75,19 +78,35 @@ class PiiBarrier:
         rejected = sorted(name for name in counts if self._actions[name] == "reject")
         if rejected:
             raise PiiRejectedError(
-                f"content contains personal data or secrets of type(s) {', '.join(rejected)}; "
+                f"{where} contains personal data or secrets of type(s) {', '.join(rejected)}; "
                 "remove them and retry",
                 code="pii_rejected",
-                details={"types": rejected},
+                details={"types": rejected, "field": where},
             )
         warned = {name: n for name, n in counts.items() if self._actions[name] == "warn"}
         if warned:
-            logger.warning("PII barrier: kept content containing %s", _describe(warned.items()))
+            logger.warning("PII barrier: kept %s containing %s", where, _describe(warned.items()))
         redacted = [(s, e, n) for s, e, n in found if self._actions[n] == "redact"]
         if not redacted:
             return text
-        logger.debug("PII barrier: redacted %s", _describe(Counter(n for _, _, n in redacted).items()))
+        logger.debug(
+            "PII barrier: redacted %s in %s", _describe(Counter(n for _, _, n in redacted).items()), where
+        )
         return _apply(text, redacted)
+
+    def screen_metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """``metadata`` with every string value screened, at any depth of nested objects and
+        arrays. Keys are names, not data: they are kept as they are."""
+        return {key: self._screen_json(value) for key, value in metadata.items()}
+
+    def _screen_json(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.screen(value, "metadata")
+        if isinstance(value, Mapping):
+            return {key: self._screen_json(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._screen_json(item) for item in value]
+        return value
 
 
 def _describe(counts: Iterable[tuple[str, int]]) -> str:
