@@ -121,6 +121,25 @@ async def test_retain_many_embeds_the_whole_batch_in_one_call(
         assert sorted(await brain.list_banks()) == ["b0", "b1", "b2"]
 
 
+async def test_a_retried_idempotency_key_is_not_embedded_again(
+    fake_openai: FakeOpenAIServer, store_kind: str, tmp_path: Path
+) -> None:
+    # Redeliveries and client retries must not pay for a second embedding of a stored memory.
+    config = openai_embedder_config(fake_openai, store_kind, tmp_path)
+    async with Astrocyte.from_dict(config) as brain:
+        first = await brain.retain_many(
+            [RetainRequest(content=f"Fact {i}.", bank_id="b", idempotency_key=f"k{i}") for i in range(3)]
+        )
+        retry = await brain.retain_many(
+            [RetainRequest(content=f"Fact {i}.", bank_id="b", idempotency_key=f"k{i}") for i in range(4)]
+        )
+        embedded = [r.body["input"] for r in fake_openai.requests_to("embeddings") if r.body]
+        assert embedded == [["Fact 0.", "Fact 1.", "Fact 2."], ["Fact 3."]]
+        assert [(r.memory_id, r.deduplicated) for r in retry[:3]] == [(r.memory_id, True) for r in first]
+        assert retry[3].deduplicated is False
+        assert (await brain.bank_stats("b")).memory_count == 4
+
+
 async def test_wrong_dimension_embedding_fails_the_batch_and_writes_nothing(
     fake_openai: FakeOpenAIServer, store_kind: str, tmp_path: Path
 ) -> None:

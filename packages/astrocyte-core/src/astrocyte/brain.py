@@ -215,12 +215,36 @@ class Astrocyte:
         if ready:
             written: list[RetainResult | AstrocyteError]
             try:
-                written = list(await self._write(ready))
+                ready = await self._skip_stored_keys(ready, outcomes)
+                written = list(await self._write(ready)) if ready else []
             except AstrocyteError as exc:
                 written = [exc] * len(ready)
             for item, outcome in zip(ready, written, strict=True):
                 outcomes[item.position] = outcome
         return outcomes  # type: ignore[return-value]  # every slot is filled above
+
+    async def _skip_stored_keys(
+        self, ready: list[_Prepared], outcomes: list[RetainResult | AstrocyteError | None]
+    ) -> list[_Prepared]:
+        """Answer retries of idempotency keys the store already holds without embedding them again,
+        when embedding costs a remote call (an embedder without ``remote = False``) and the store
+        can look keys up (``find_keys``). The insert still deduplicates whatever races past this."""
+        find_keys = getattr(self.store, "find_keys", None)
+        if find_keys is None or not getattr(self.embedder, "remote", True):
+            return ready
+        keyed = [(item.request.bank_id, key) for item in ready if (key := item.request.idempotency_key)]
+        stored: dict[tuple[str, str], str] = await find_keys(keyed) if keyed else {}
+        if not stored:
+            return ready
+        fresh = []
+        for item in ready:
+            key = item.request.idempotency_key
+            memory_id = stored.get((item.request.bank_id, key)) if key is not None else None
+            if memory_id is None:
+                fresh.append(item)
+            else:
+                outcomes[item.position] = RetainResult(stored=True, memory_id=memory_id, deduplicated=True)
+        return fresh
 
     def _prepare(
         self,

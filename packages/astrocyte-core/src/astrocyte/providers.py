@@ -37,6 +37,10 @@ POLL_DRIVERS = "astrocyte.ingest_poll_drivers"
 class Store(Protocol):
     """Vector + keyword search with filters and exact idempotency lookup, isolated per bank.
 
+    Optional methods the engine uses when present: ``hybrid_search`` (both search arms in one call)
+    and ``find_keys(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]`` (the memory id
+    holding each stored ``(bank_id, idempotency_key)``).
+
     Every method is safe to call concurrently from many tasks. Writes are atomic per call:
     ``insert`` either writes a record whole (all chunks) or not at all.
     """
@@ -98,7 +102,11 @@ class Store(Protocol):
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into L2-normalised float32 vectors of ``dimensions`` size."""
+    """Turns texts into L2-normalised float32 vectors of ``dimensions`` size.
+
+    Optional attribute ``remote`` (default true): when embedding costs a remote call, the engine
+    first asks the store (``find_keys``) which idempotency keys of a retain batch are already stored
+    and does not embed those again. A local embedder sets ``remote = False`` to skip the lookup."""
 
     dimensions: int
 

@@ -35,6 +35,9 @@ class OpenAIEmbedderConfig(OpenAIClientConfig):
 class OpenAIEmbedder:
     """Embedder over HTTP; see the module docstring for its config."""
 
+    #: Each call costs a request (and money): retried idempotency keys are looked up first.
+    remote = True
+
     def __init__(self, config: Mapping[str, Any]):
         self._settings = validate_model(OpenAIEmbedderConfig, config)
         self.dimensions: int = self._settings.dimensions

@@ -27,6 +27,7 @@ __all__ = [
     "check_dimension",
     "delete_memories",
     "ensure_bank",
+    "find_keys",
     "generation",
     "insert_records",
     "vectors_of",
@@ -154,16 +155,21 @@ def insert_records(
 
 def _existing_keys(conn: sqlite3.Connection, records: Sequence[MemoryRecord]) -> dict[tuple[str, str], str]:
     """``(bank_id, idempotency_key) -> memory_id`` for the batch's keys already in the file."""
+    return find_keys(conn, [(r.bank_id, key) for r in records if (key := r.idempotency_key) is not None])
+
+
+def find_keys(conn: sqlite3.Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """``(bank_id, idempotency_key) -> memory_id`` for those of ``keys`` already in the file (one
+    indexed statement per bank)."""
     wanted: dict[str, list[str]] = {}
-    for record in records:
-        if record.idempotency_key is not None:
-            wanted.setdefault(record.bank_id, []).append(record.idempotency_key)
+    for bank_id, key in keys:
+        wanted.setdefault(bank_id, []).append(key)
     found: dict[tuple[str, str], str] = {}
-    for bank_id, keys in wanted.items():
+    for bank_id, bank_keys in wanted.items():
         rows = conn.execute(
             "SELECT idempotency_key, memory_id FROM memories WHERE bank_id = ? "
             "AND idempotency_key IN (SELECT value FROM json_each(?))",
-            (bank_id, json.dumps(keys)),
+            (bank_id, json.dumps(bank_keys)),
         )
         found.update(((bank_id, key), memory_id) for key, memory_id in rows)
     return found

@@ -166,6 +166,16 @@ class MemoryStore:
                 self._dimension = dimension
             return outcomes
 
+    async def find_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The memory id holding each ``(bank_id, idempotency_key)`` of ``keys`` that is stored."""
+        async with self._lock:
+            found: dict[tuple[str, str], str] = {}
+            for bank_id, key in keys:
+                bank = self._banks.get(bank_id)
+                if bank is not None and key in bank.keys:
+                    found[(bank_id, key)] = bank.keys[key]
+            return found
+
     def _check_dimensions(self, records: Sequence[MemoryRecord]) -> int | None:
         """Validate every vector before anything is written; returns the batch's dimension."""
         expected = self._dimension

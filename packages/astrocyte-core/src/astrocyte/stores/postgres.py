@@ -324,6 +324,20 @@ class PostgresStore:
                         raise
         raise AssertionError("unreachable")
 
+    async def find_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The memory id holding each ``(bank_id, idempotency_key)`` of ``keys`` that is stored."""
+        if not keys:
+            return {}
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT m.bank_id, m.idempotency_key, m.memory_id FROM memories m "
+                "JOIN unnest($1::text[], $2::text[]) AS k(bank_id, key) "
+                "ON m.bank_id = k.bank_id AND m.idempotency_key = k.key",
+                [bank for bank, _ in keys],
+                [key for _, key in keys],
+            )
+        return {(row["bank_id"], row["idempotency_key"]): row["memory_id"] for row in rows}
+
     async def forget(self, bank_id: str, selector: ForgetSelector) -> int:
         """Delete memories matching every given selector (AND); returns how many memories went."""
         selector.check()

@@ -297,6 +297,12 @@ class SQLiteStore:
             self._synced_id = max(max(keys) for keys, _ in added.values() if keys)
         return outcomes
 
+    async def find_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The memory id holding each ``(bank_id, idempotency_key)`` of ``keys`` that is stored."""
+        if not keys:
+            return {}
+        return await self._read(writes.find_keys, list(keys))
+
     async def forget(self, bank_id: str, selector: ForgetSelector) -> int:
         """Delete the memories ``selector`` picks (selectors AND together); returns their number."""
         where, params = selector_sql(bank_id, selector)

@@ -426,6 +426,19 @@ class StoreContract:
         await store.insert([make_record(bank, "still works")])
         assert _texts(await store.keyword_search([bank], "works", 5, NO_FILTERS)) == {"still works"}
 
+    async def test_find_keys_names_the_memory_holding_each_stored_key(self, store: Store) -> None:
+        find_keys = getattr(store, "find_keys", None)
+        if find_keys is None:
+            return  # optional: the engine then embeds retried keys again (the insert still dedupes)
+        bank, other = unique_bank("keys"), unique_bank("keys-other")
+        (held,) = await store.insert([make_record(bank, "keyed", idempotency_key="k1")])
+        await store.insert([make_record(other, "same key elsewhere", idempotency_key="k2")])
+        found = await find_keys([(bank, "k1"), (bank, "k2"), (bank, "absent"), (unique_bank("none"), "k1")])
+        assert found == {(bank, "k1"): held.memory_id}, "keys are scoped to their bank"
+        assert await find_keys([]) == {}
+        await store.forget(bank, ForgetSelector(memory_ids=(held.memory_id,)))
+        assert await find_keys([(bank, "k1")]) == {}, "a forgotten memory frees its key"
+
     async def test_idempotency_key_is_free_after_forget(self, store: Store) -> None:
         bank = unique_bank("refree")
         (first,) = await store.insert([make_record(bank, "before forget", idempotency_key="k")])
