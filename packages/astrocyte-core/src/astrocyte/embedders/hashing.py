@@ -4,7 +4,8 @@ Feature hashing (Weinberger et al., 2009) of lowercased word unigrams and bigram
 number of dimensions, with a sign bit from the same stable hash so collisions cancel out on average.
 Deterministic across processes and machines (blake2b, not Python's salted ``hash``), no model
 download, and fast: a batch is tokenised as one string, each distinct feature is hashed once (then
-cached), and the batch is scattered with one ``numpy.bincount``. It captures word overlap, not meaning; use ``openai`` (or any compatible server) for that.
+cached), and the batch is scattered with one ``numpy.bincount``. It captures word overlap, not
+meaning; use ``openai`` (or any compatible server) for that.
 """
 
 from __future__ import annotations
