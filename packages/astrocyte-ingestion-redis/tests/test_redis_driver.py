@@ -97,6 +97,51 @@ async def test_an_entry_delivered_too_often_is_dead_lettered_with_its_attempts(
     assert (await redis_client.xpending(stream, GROUP))["pending"] == 0
 
 
+class GatedSink:
+    """A ContractSink whose answers wait for ``gate``: a batch stays in flight until the test says."""
+
+    def __init__(self) -> None:
+        self.inner = ContractSink()
+        self.gate = asyncio.Event()
+        self.calls = 0
+
+    async def submit(self, batch: Any) -> Any:
+        self.calls += 1
+        await self.gate.wait()
+        return await self.inner.submit(batch)
+
+
+async def test_reconnects_during_a_slow_batch_do_not_count_extra_deliveries(
+    redis_server: RedisServer, redis_client: Redis, stream: str
+) -> None:
+    # After a reconnect the driver re-reads its own pending entries, and each such read counts a
+    # delivery in Redis. Entries a batch still holds must not be re-read meanwhile: three flaps
+    # during one slow batch would otherwise pass max_deliveries and dead-letter healthy entries.
+    sink = GatedSink()
+    for i in range(5):
+        await add(redis_client, stream, f"slow-{i}")
+    async with Running(make_driver(redis_server, stream, sink, max_deliveries=2, batch_size=10)) as driver:
+        await eventually("a batch in flight", lambda: sink.calls == 1)
+        for _ in range(3):
+            await redis_client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            await eventually("reconnected", lambda: _health_is_running(driver))
+            await asyncio.sleep(0.3)  # time for a recovery read, were one to happen
+        rows = await redis_client.xpending_range(stream, GROUP, "-", "+", 10)
+        assert [row["times_delivered"] for row in rows] == [1] * 5
+        sink.gate.set()
+        await eventually("all stored", lambda: len(sink.inner.stored_contents) == 5)
+        await eventually("nothing pending", lambda: _pending_is(redis_client, stream, 0))
+    assert await dead_letters(redis_client, stream) == []
+
+
+async def _health_is_running(driver: RedisStreamDriver) -> bool:
+    return (await driver.health()).state == "running"
+
+
+async def _pending_is(client: Redis, stream: str, count: int) -> bool:
+    return int((await client.xpending(stream, GROUP))["pending"]) == count
+
+
 async def _has_letters(client: Redis, stream: str, count: int) -> bool:
     return len(await dead_letters(client, stream)) >= count
 

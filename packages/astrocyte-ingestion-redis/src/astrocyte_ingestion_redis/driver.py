@@ -91,6 +91,8 @@ class RedisStreamDriver:
         self._plan = _ReadPlan(config.streams, config.claim_interval_s)
         self._slots = asyncio.Semaphore(config.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Batch tasks to let finish before the next read of our own pending entries from the start.
+        self._settle_before_recovery: set[asyncio.Task[None]] = set()
         self._in_flight: set[tuple[str, str]] = set()
         self._failing_batches = 0
         self._sink_detail: str | None = None
@@ -183,6 +185,7 @@ class RedisStreamDriver:
         await self._until_stopped(self._client.ping())
         await self._until_stopped(self.group.ensure())
         self._plan.restart()
+        self._settle_before_recovery = set(self._tasks)
         self._state, self._detail = "running", None
 
     async def _read_forever(self) -> None:
@@ -202,6 +205,13 @@ class RedisStreamDriver:
     async def _next_batch(self) -> list[Delivered]:
         plan, count = self._plan, self.config.batch_size
         if plan.recovering:
+            # Reading our pending entries counts a delivery of each in Redis, also of those a batch
+            # task still holds: let those settle first, or every reconnect during a slow batch
+            # would push its entries towards max_deliveries (and a healthy entry into the DLQ).
+            # Batches of this recovery need no wait: later pages start past their ids.
+            settling, self._settle_before_recovery = self._settle_before_recovery, set()
+            if settling:
+                await self._until_stopped(asyncio.wait(settling))
             batch = await self._until_stopped(self.group.read(plan.recovering, count, None))
             last = {item.stream: item.entry_id for item in batch}
             plan.recovering = {stream: last[stream] for stream in plan.recovering if stream in last}
@@ -249,6 +259,8 @@ class RedisStreamDriver:
                 "redis source %s: batch left pending: %s: %s", self.source_id, type(exc).__name__, exc
             )
             self._plan.recovering = dict.fromkeys(self._plan.streams, "0")
+            current = asyncio.current_task()
+            self._settle_before_recovery = {task for task in self._tasks if task is not current}
 
     # -- helpers --------------------------------------------------------------------------------
 
