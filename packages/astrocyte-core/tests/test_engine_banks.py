@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from astrocyte import brain as brain_module
 from astrocyte.brain import Astrocyte
 from astrocyte.errors import AccessDeniedError, NotFoundError, PiiRejectedError, ValidationError
 from astrocyte.types import AstrocyteContext
@@ -87,6 +90,22 @@ async def test_access_control_filters_and_hides_banks(make_brain: Any) -> None:
             await brain.recall("plan", "user:carol", context=ALICE)
         assert hidden.value.message.replace("alice", "X") == absent.value.message.replace("carol", "X")
         assert (await brain.recall("note", "shared", context=BOB)).hits
+
+
+async def test_a_bank_another_replica_deleted_is_not_found_here_soon_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two engines on one SQLite file stand for two gateway replicas. The bank-exists cache only
+    # saves lookups for a short while, so a deletion elsewhere becomes bank_not_found here.
+    monkeypatch.setattr(brain_module, "_KNOWN_BANKS_SECONDS", 0.2)
+    config = {"store": "sqlite", "store_config": {"path": str(tmp_path / "shared.db")}}
+    async with Astrocyte.from_dict(config) as here, Astrocyte.from_dict(config) as there:
+        await here.retain("a fact about owls", "shared-bank")
+        assert (await here.recall("owls", "shared-bank")).hits
+        assert await there.delete_bank("shared-bank") == 1
+        await asyncio.sleep(0.3)
+        with pytest.raises(NotFoundError):
+            await here.recall("owls", "shared-bank")
 
 
 async def test_pii_barrier_redacts_before_storing(make_brain: Any) -> None:

@@ -73,6 +73,9 @@ __all__ = ["Astrocyte"]
 logger = logging.getLogger("astrocyte.brain")
 
 _KNOWN_BANKS_LIMIT = 100_000  # bank-exists cache size; cleared when full (it only saves a lookup)
+# How long a bank seen to exist is believed to: another replica may delete it meanwhile, and reads
+# of a deleted bank must turn into bank_not_found within this time, not at the next restart.
+_KNOWN_BANKS_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -110,7 +113,7 @@ class Astrocyte:
         )
         self.llm: LLM | None = llm if llm is not None else _build_llm(config)
         self.policy = PolicyEngine.from_config(config.policy)
-        self._known_banks: set[str] = set()
+        self._known_banks: dict[str, float] = {}  # bank id -> monotonic time its entry expires
         self._started = False
 
     @classmethod
@@ -545,11 +548,12 @@ class Astrocyte:
         bank_id = check.validate_bank_id(bank_id)
         self.policy.authorize(context, bank_id, "admin")
         await self._require_banks([bank_id], cached=False)
-        self._known_banks.discard(bank_id)
+        self._known_banks.pop(bank_id, None)
         return await self.store.delete_bank(bank_id)
 
     async def _require_banks(self, bank_ids: Sequence[str], *, cached: bool = True) -> None:
-        unknown = [b for b in bank_ids if not (cached and b in self._known_banks)]
+        now = time.monotonic()
+        unknown = [b for b in bank_ids if not (cached and self._known_banks.get(b, 0.0) > now)]
         if not unknown:
             return
         exists = await asyncio.gather(*(self.store.bank_exists(b) for b in unknown))
@@ -561,7 +565,8 @@ class Astrocyte:
     def _remember_banks(self, bank_ids: Iterable[str]) -> None:
         if len(self._known_banks) > _KNOWN_BANKS_LIMIT:
             self._known_banks.clear()
-        self._known_banks.update(bank_ids)
+        expires = time.monotonic() + _KNOWN_BANKS_SECONDS
+        self._known_banks.update(dict.fromkeys(bank_ids, expires))
 
     # -- health -----------------------------------------------------------------------------------
 
