@@ -67,6 +67,26 @@ def test_search_spans_graph_and_queue(index: VectorIndex, paused: threading.Even
     assert {3, 31} <= set(found)
 
 
+def test_graph_and_queue_are_ranked_together(paused: threading.Event) -> None:
+    # A caller widens count until enough candidates pass its filters, so the candidates must come
+    # nearest first across graph and queue, not the best of each side concatenated.
+    index = VectorIndex(IndexSettings(exact_below=10_000, dtype="f32"))
+    query = _vectors(1, 9)[0]
+    rng = np.random.default_rng(5)
+    vectors = np.stack([query + rng.standard_normal(DIM).astype(np.float32) * (0.1 * i) for i in range(40)])
+    order = list(range(1, 41))  # key i + 1 is the i-th nearest (noise grows with i)
+    paused.set()
+    index.add("bank", order[0::2], vectors[0::2])  # even ranks into the graph
+    index.flush()
+    paused.clear()
+    index.add("bank", order[1::2], vectors[1::2])  # odd ranks wait in the queue
+    distances = 1 - (vectors @ query) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+    expected = [order[i] for i in np.argsort(distances)[:10]]
+    assert index.search(["bank"], query, 10) == expected
+    paused.set()
+    index.close()
+
+
 def test_removing_queued_keys_drops_them_from_search_and_the_count(
     index: VectorIndex, paused: threading.Event
 ) -> None:

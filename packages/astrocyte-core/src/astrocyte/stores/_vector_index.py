@@ -142,21 +142,26 @@ class _BankIndex:
             return dequeued
 
     def search(self, query: np.ndarray, count: int) -> np.ndarray:
-        """Up to ``count`` nearest keys from the graph plus up to ``count`` from the queue."""
+        """Up to ``count`` nearest keys, nearest first, from the graph and the queue together (one
+        ranking by cosine distance, so a caller widening ``count`` sees candidates in order)."""
         with self._graph_lock:
             size = len(self._index)
             if size:
                 exact = size <= self._settings.exact_below
                 # One thread: the caller is already a worker thread; usearch's own pool costs more.
                 matches = self._index.search(query, min(count, size), exact=exact, threads=1)
-                found = np.asarray(matches.keys, dtype=np.uint64)
+                keys = np.asarray(matches.keys, dtype=np.uint64)
+                distances = np.asarray(matches.distances, dtype=np.float32)
             else:
-                found = np.empty(0, dtype=np.uint64)
+                keys, distances = np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.float32)
             with self._queue_lock:
                 queue = list(self._queue)
         if not queue:
-            return found
-        return np.concatenate([found, _nearest_queued(queue, query, count)])
+            return keys
+        queued_keys, queued_distances = _nearest_queued(queue, query, count)
+        keys = np.concatenate([keys, queued_keys])
+        order = np.argsort(np.concatenate([distances, queued_distances]), kind="stable")[:count]
+        return keys[order]
 
     def save(self, path: Path) -> None:
         with self._graph_lock:
@@ -173,13 +178,16 @@ class _BankIndex:
 
 def _nearest_queued(
     queue: list[tuple[np.ndarray, np.ndarray, np.ndarray]], query: np.ndarray, count: int
-) -> np.ndarray:
-    """The ``count`` queued keys most cosine-similar to ``query``, scored exactly."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` queued keys nearest to ``query`` and their cosine distances, scored exactly."""
     keys = np.concatenate([keys for keys, _, _ in queue])
-    scores = np.concatenate([rows @ query / np.maximum(norms, 1e-12) for _, rows, norms in queue])
-    if len(keys) <= count:
-        return keys
-    return keys[np.argpartition(-scores, count - 1)[:count]]
+    query_norm = max(float(np.linalg.norm(query)), 1e-12)
+    similarity = np.concatenate([rows @ query / np.maximum(norms, 1e-12) for _, rows, norms in queue])
+    distances = (1.0 - similarity / query_norm).astype(np.float32)
+    if len(keys) > count:
+        nearest = np.argpartition(distances, count - 1)[:count]
+        keys, distances = keys[nearest], distances[nearest]
+    return keys, distances
 
 
 class VectorIndex:
