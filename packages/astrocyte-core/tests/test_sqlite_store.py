@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from astrocyte.errors import ConfigError, ConflictError, ValidationError
+from astrocyte.errors import ConfigError, ValidationError
 from astrocyte.stores.sqlite import SQLiteStore, fts_query, fts_words
 from astrocyte.testing._helpers import at, make_record, normalised, unit_vector
 from astrocyte.types import ForgetSelector, SearchFilters
@@ -123,34 +123,6 @@ async def test_dimension_mismatch_writes_nothing_and_the_dimension_persists(open
         await reopened.insert([bad])
     with pytest.raises(ValidationError):
         await reopened.vector_search(["b"], unit_vector("q", dim=17), 3, NO_FILTERS)
-
-
-async def test_a_taken_memory_id_refuses_the_whole_batch(open_store: OpenStore) -> None:
-    store = await open_store()
-    first = make_record("b", "first", memory_id="m-1")
-    await store.insert([first])
-    again = make_record("b", "same id again", memory_id="m-1", idempotency_key="other-key")
-    twins = [make_record("b", "twin", memory_id="m-2"), make_record("b", "twin two", memory_id="m-2")]
-    for batch in ([make_record("b", "innocent", idempotency_key="i"), again], twins):
-        with pytest.raises(ConflictError) as caught:
-            await store.insert(batch)
-        assert caught.value.code == "memory_id_exists"
-    assert await store.count(["b"], NO_FILTERS) == 1
-    (outcome,) = await store.insert([make_record("b", "innocent", idempotency_key="i")])
-    assert outcome.deduplicated is False, "the refused batch must not have taken its keys"
-
-
-async def test_chunk_ids_are_never_reused_after_the_newest_is_forgotten(open_store: OpenStore) -> None:
-    # The chunk id is the vector index key: a reused id could let a stale graph node answer for it.
-    store = await open_store()
-    (newest,) = await store.insert([make_record("b", "newest")])
-    before = store._synced_id
-    await store.forget("b", ForgetSelector(memory_ids=(newest.memory_id,)))
-    later = make_record("b", "later")
-    await store.insert([later])
-    assert store._synced_id > before
-    hits = await store.vector_search(["b"], later.chunks[0].embedding, 5, NO_FILTERS)
-    assert _ids(hits) == {later.memory_id}
 
 
 LEGACY_FTS_TRIGGER = """CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN

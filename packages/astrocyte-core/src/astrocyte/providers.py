@@ -63,8 +63,9 @@ class Store(Protocol):
     async def insert(self, records: Sequence[MemoryRecord]) -> list[InsertOutcome]:
         """Write records (creating their banks when absent), deduplicating on
         ``(bank_id, idempotency_key)`` atomically, also against concurrent writers and within the
-        batch. Raises ``ValidationError(code="embedding_dimension_mismatch")`` before writing
-        anything when a vector's size differs from the store's."""
+        batch. A record whose ``memory_id`` its bank already holds is a duplicate too (first write
+        wins: nothing is overwritten). Raises ``ValidationError(code="embedding_dimension_mismatch")``
+        before writing anything when a vector's size differs from the store's."""
         ...
 
     async def vector_search(

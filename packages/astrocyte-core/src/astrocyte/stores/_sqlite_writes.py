@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from astrocyte.errors import ConflictError, NotFoundError, ValidationError
+from astrocyte.errors import NotFoundError, ValidationError
 from astrocyte.stores._sqlite_sql import bank_key, micros
 from astrocyte.types import BankStats, InsertOutcome, MemoryRecord
 
@@ -124,13 +124,14 @@ def vectors_of(record: MemoryRecord) -> np.ndarray:
 def insert_records(
     conn: sqlite3.Connection, records: Sequence[MemoryRecord], vectors: Sequence[np.ndarray]
 ) -> tuple[list[InsertOutcome], dict[str, tuple[list[int], list[np.ndarray]]]]:
-    """Insert ``records`` (deduplicating on ``(bank_id, idempotency_key)`` against the file and
-    within the batch) with one statement per table. Returns each record's outcome, and per bank
-    the new chunk ids with their vectors. Raises before anything is committed when a memory id
-    is taken or a text is not valid Unicode; the caller's transaction rolls the batch back."""
+    """Insert ``records`` with one statement per table. A record is a duplicate (nothing written,
+    the holder's id answered) when its ``(bank_id, idempotency_key)`` or its ``(bank_id,
+    memory_id)`` is already in the file or earlier in the batch. Returns each record's outcome, and
+    per bank the new chunk ids with their vectors. Raises before anything is committed when a
+    text is not valid Unicode; the caller's transaction rolls the batch back."""
     taken = _existing_keys(conn, records)
     outcomes: list[InsertOutcome] = []
-    fresh: list[tuple[MemoryRecord, np.ndarray]] = []
+    fresh: list[tuple[int, MemoryRecord, np.ndarray]] = []
     for record, matrix in zip(records, vectors, strict=True):
         if record.idempotency_key is not None:
             scoped = (record.bank_id, record.idempotency_key)
@@ -138,19 +139,48 @@ def insert_records(
                 outcomes.append(InsertOutcome(memory_id=taken[scoped], deduplicated=True))
                 continue
             taken[scoped] = record.memory_id  # a later record of this batch with the key is a duplicate
+        fresh.append((len(outcomes), record, matrix))
         outcomes.append(InsertOutcome(memory_id=record.memory_id, deduplicated=False))
-        fresh.append((record, matrix))
+    # Memory ids are fresh UUIDs from the engine: look them up only when one turns out taken.
+    conn.execute("SAVEPOINT insert_rows")
     try:
-        added = _insert_rows(conn, fresh)
-    except sqlite3.IntegrityError:
-        raise _memory_id_conflict(conn, [record for record, _ in fresh]) from None
+        try:
+            added = _insert_rows(conn, [(record, matrix) for _, record, matrix in fresh])
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO insert_rows")
+            fresh = _without_held_ids(conn, fresh, outcomes)
+            added = _insert_rows(conn, [(record, matrix) for _, record, matrix in fresh])
     except UnicodeEncodeError as exc:
-        record = next(r for r, _ in fresh if not _encodable(r))
+        record = next(r for _, r, _ in fresh if not _encodable(r))
         raise ValidationError(
             f"memory {record.memory_id!r} holds text that is not valid Unicode ({exc.reason})",
             code="text_not_unicode",
         ) from None
+    conn.execute("RELEASE insert_rows")
     return outcomes, added
+
+
+def _without_held_ids(
+    conn: sqlite3.Connection,
+    fresh: list[tuple[int, MemoryRecord, np.ndarray]],
+    outcomes: list[InsertOutcome],
+) -> list[tuple[int, MemoryRecord, np.ndarray]]:
+    """``fresh`` minus the records whose memory id the file or an earlier record of the batch
+    holds; their outcomes become duplicates."""
+    kept: list[tuple[int, MemoryRecord, np.ndarray]] = []
+    seen: set[tuple[str, str]] = set()
+    for position, record, matrix in fresh:
+        scoped = (record.bank_id, record.memory_id)
+        held = (
+            scoped in seen
+            or conn.execute("SELECT 1 FROM memories WHERE bank_id = ? AND memory_id = ?", scoped).fetchone()
+        )
+        if held:
+            outcomes[position] = InsertOutcome(memory_id=record.memory_id, deduplicated=True)
+        else:
+            kept.append((position, record, matrix))
+            seen.add(scoped)
+    return kept
 
 
 def _existing_keys(conn: sqlite3.Connection, records: Sequence[MemoryRecord]) -> dict[tuple[str, str], str]:
@@ -276,25 +306,6 @@ class _RowEncoder:
             record.source,
             record.idempotency_key,
         )
-
-
-def _memory_id_conflict(conn: sqlite3.Connection, records: list[MemoryRecord]) -> ConflictError:
-    """The error naming a memory id of ``records`` that is already taken (in the file or twice in
-    the batch)."""
-    seen: set[tuple[str, str]] = set()
-    for record in records:
-        scoped = (record.bank_id, record.memory_id)
-        taken = (
-            scoped in seen
-            or conn.execute("SELECT 1 FROM memories WHERE bank_id = ? AND memory_id = ?", scoped).fetchone()
-        )
-        if taken:
-            return ConflictError(
-                f"memory id {record.memory_id!r} already exists in bank {record.bank_id!r}",
-                code="memory_id_exists",
-            )
-        seen.add(scoped)
-    return ConflictError("a memory of the batch conflicts with a stored one", code="memory_id_exists")
 
 
 def _encodable(record: MemoryRecord) -> bool:

@@ -198,13 +198,14 @@ class MemoryStore:
         seen_keys: set[tuple[str, str]] = set()
         added: set[tuple[str, str]] = set()
         for record in records:
+            bank = self._banks.get(record.bank_id)
             if record.idempotency_key is not None:
                 scoped = (record.bank_id, record.idempotency_key)
-                bank = self._banks.get(record.bank_id)
                 if scoped in seen_keys or (bank and record.idempotency_key in bank.keys):
                     continue
                 seen_keys.add(scoped)
-            added.add((record.bank_id, record.memory_id))
+            if not (bank and record.memory_id in bank.memories):
+                added.add((record.bank_id, record.memory_id))
         return added
 
     def _check_capacity(self, adding: int) -> None:
@@ -223,6 +224,8 @@ class MemoryStore:
         key = record.idempotency_key
         if key is not None and key in bank.keys:
             return InsertOutcome(memory_id=bank.keys[key], deduplicated=True)
+        if record.memory_id in bank.memories:  # the same memory again: first write wins
+            return InsertOutcome(memory_id=record.memory_id, deduplicated=True)
         stored_chunks = tuple(
             type(chunk)(
                 index=chunk.index,

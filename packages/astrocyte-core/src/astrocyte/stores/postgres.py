@@ -586,15 +586,22 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 
 
 async def _write_records(conn: asyncpg.Connection, records: Sequence[MemoryRecord]) -> list[InsertOutcome]:
-    """Insert inside the caller's transaction and resolve every record to the memory holding it."""
+    """Insert inside the caller's transaction and resolve every record to the memory holding it:
+    a record is a duplicate when its idempotency key or its memory id is held (stored before, by
+    a concurrent writer, or by an earlier record of the batch)."""
     first_by_key: dict[tuple[str, str], int] = {}
+    seen_ids: set[tuple[str, str]] = set()
     fresh: list[MemoryRecord] = []
     for index, record in enumerate(records):
+        scoped_id = (record.bank_id, record.memory_id)
+        if scoped_id in seen_ids:
+            continue
         if record.idempotency_key is not None:
             slot = (record.bank_id, record.idempotency_key)
             if slot in first_by_key:
                 continue
             first_by_key[slot] = index
+        seen_ids.add(scoped_id)
         fresh.append(record)
     # A stable order makes concurrent batches lock keys in the same order (no deadlocks).
     fresh.sort(key=lambda r: (r.bank_id, r.idempotency_key or "", r.memory_id))
@@ -613,18 +620,29 @@ async def _write_records(conn: asyncpg.Connection, records: Sequence[MemoryRecor
     ]
     if chunk_rows:
         await conn.executemany(_INSERT_CHUNK, chunk_rows)
+    return _outcomes(records, first_by_key, inserted, winners)
+
+
+def _outcomes(
+    records: Sequence[MemoryRecord],
+    first_by_key: dict[tuple[str, str], int],
+    inserted: set[tuple[str, str]],
+    winners: dict[tuple[str, str], str],
+) -> list[InsertOutcome]:
     outcomes: list[InsertOutcome] = []
+    answered: set[tuple[str, str]] = set()
     for record in records:
-        key = (record.bank_id, record.idempotency_key) if record.idempotency_key is not None else None
-        if key is None and (record.bank_id, record.memory_id) in inserted:
-            outcomes.append(InsertOutcome(record.memory_id, False))
-        elif key is None:
-            outcomes.append(InsertOutcome(record.memory_id, True))  # the same memory id was stored before
-        elif key in winners:
-            outcomes.append(InsertOutcome(winners[key], True))
-        else:
-            first = records[first_by_key[key]]
-            outcomes.append(InsertOutcome(first.memory_id, first is not record))
+        scoped_id = (record.bank_id, record.memory_id)
+        slot = (record.bank_id, record.idempotency_key) if record.idempotency_key is not None else None
+        if slot is not None and slot in winners:  # stored before, or by a concurrent writer
+            outcomes.append(InsertOutcome(winners[slot], True))
+        elif slot is not None and slot in first_by_key and records[first_by_key[slot]] is not record:
+            outcomes.append(InsertOutcome(records[first_by_key[slot]].memory_id, True))  # a repeat
+        else:  # new, or a memory id already held
+            outcomes.append(
+                InsertOutcome(record.memory_id, scoped_id not in inserted or scoped_id in answered)
+            )
+        answered.add(scoped_id)
     return outcomes
 
 
@@ -658,10 +676,21 @@ async def _existing_ids(
     )
     found = {(row["bank_id"], row["idempotency_key"]): row["memory_id"] for row in rows}
     missing = [r for r in keyed if (r.bank_id, r.idempotency_key) not in found]
-    if missing:
+    if missing and not await _ids_held(conn, missing):
         # The conflicting row was deleted between our insert and this read: let the caller retry.
         raise ConflictError(
             "a memory with this idempotency key was deleted while writing; retry the request",
             code="idempotency_race",
         )
     return found
+
+
+async def _ids_held(conn: asyncpg.Connection, records: Sequence[MemoryRecord]) -> bool:
+    """Whether every one of ``records`` lost on its memory id (held already), not on its key."""
+    held = await conn.fetchval(
+        "SELECT count(*) FROM memories m JOIN unnest($1::text[], $2::text[]) AS u(bank_id, memory_id) "
+        "ON m.bank_id = u.bank_id AND m.memory_id = u.memory_id",
+        [r.bank_id for r in records],
+        [r.memory_id for r in records],
+    )
+    return int(held) == len(records)

@@ -88,7 +88,14 @@ from astrocyte.testing._helpers import (
     unique_bank,
     unit_vector,
 )
-from astrocyte.types import ComponentHealth, ForgetSelector, MemoryRecord, SearchFilters, StoredHit
+from astrocyte.types import (
+    ComponentHealth,
+    ForgetSelector,
+    InsertOutcome,
+    MemoryRecord,
+    SearchFilters,
+    StoredHit,
+)
 
 __all__ = [
     "CONTRACT_DIMENSIONS",
@@ -425,6 +432,25 @@ class StoreContract:
             ), f"{record.text!r} did not round-trip"
         await store.insert([make_record(bank, "still works")])
         assert _texts(await store.keyword_search([bank], "works", 5, NO_FILTERS)) == {"still works"}
+
+    async def test_a_memory_id_already_held_is_a_duplicate_and_first_write_wins(self, store: Store) -> None:
+        bank = unique_bank("same-id")
+        (first,) = await store.insert([make_record(bank, "the original", memory_id="m-1")])
+        assert first == InsertOutcome(memory_id="m-1", deduplicated=False)
+        again = make_record(bank, "a different text", memory_id="m-1")
+        keyed = make_record(bank, "keyed, same id", memory_id="m-1", idempotency_key="fresh-key")
+        twins = [make_record(bank, "twin", memory_id="m-2"), make_record(bank, "twin two", memory_id="m-2")]
+        outcomes = await store.insert([again, keyed, *twins, make_record(bank, "new", memory_id="m-3")])
+        assert [(o.memory_id, o.deduplicated) for o in outcomes] == [
+            ("m-1", True), ("m-1", True), ("m-2", False), ("m-2", True), ("m-3", False),
+        ]  # fmt: skip
+        assert await store.count([bank], NO_FILTERS) == 3
+        assert _texts(
+            await store.keyword_search([bank], "original different twin keyed", 10, NO_FILTERS)
+        ) == {
+            "the original",
+            "twin",
+        }
 
     async def test_find_keys_names_the_memory_holding_each_stored_key(self, store: Store) -> None:
         find_keys = getattr(store, "find_keys", None)
