@@ -78,7 +78,9 @@ async def test_reopen_rebuilds_the_index_from_the_file(open_store: OpenStore, tm
     await first.close()
     assert not (tmp_path / "sub" / "dir" / "astrocyte.db.vectors").exists()
 
-    second = await open_store(exact_search_max=0)  # force the HNSW path on the rebuilt index
+    second = await open_store(
+        exact_search_max=0, index_exact_max=0
+    )  # force the HNSW path on the rebuilt index
     assert second._index.size(["b"]) == 50
     for target in (records[0], records[31]):
         hits = await second.vector_search(["b"], target.chunks[0].embedding, 3, NO_FILTERS)
@@ -151,7 +153,7 @@ async def test_keyword_rows_match_the_chunks_exactly(open_store: OpenStore, lega
 
 
 async def test_forget_and_delete_bank_remove_vectors_from_the_index(open_store: OpenStore) -> None:
-    store = await open_store(exact_search_max=0)
+    store = await open_store(exact_search_max=0, index_exact_max=0)
     records = [make_record("b", f"doomed {i}", tags=["even" if i % 2 else "odd"]) for i in range(40)]
     await store.insert(records)
     await store.insert([make_record("other", "bystander")])
@@ -166,7 +168,7 @@ async def test_forget_and_delete_bank_remove_vectors_from_the_index(open_store: 
 
 
 async def test_heavy_deletion_rebuilds_the_bank_graph(open_store: OpenStore) -> None:
-    store = await open_store(exact_search_max=8)
+    store = await open_store(exact_search_max=8, index_exact_max=8)
     records = [make_record("b", f"churn {i}") for i in range(60)]
     await store.insert(records)
     await store.forget("b", ForgetSelector(memory_ids=tuple(r.memory_id for r in records[:50])))
@@ -311,8 +313,8 @@ async def test_broad_keyword_queries_still_rank_chunks_with_every_word_first(ope
 
 
 async def test_filters_after_ann_over_fetch_return_k_correct_hits(open_store: OpenStore) -> None:
-    # exact_search_max=16: filters matching more than 16 chunks go through HNSW with over-fetch.
-    store = await open_store(exact_search_max=16)
+    # Filters matching more than 16 chunks go through HNSW (not exact: over 16 vectors) with over-fetch.
+    store = await open_store(exact_search_max=16, index_exact_max=16)
     query = unit_vector("the query")
     near = [
         make_record("b", f"near {i}", tags=["common"], embedding=normalised(query + 0.3 * unit_vector(i)))
@@ -341,6 +343,20 @@ async def test_filters_after_ann_over_fetch_return_k_correct_hits(open_store: Op
     assert await store.count(["b"], window) == 20
 
 
+async def test_a_bank_within_index_exact_max_is_searched_exactly(open_store: OpenStore) -> None:
+    # The bank-size threshold and the filtered-scan threshold are separate knobs.
+    store = await open_store(exact_search_max=0, index_exact_max=500)
+    assert (store._index.settings.exact_below, store._limits.exact_max) == (500, 0)
+    query = unit_vector("the query")
+    records = [
+        make_record("b", f"r {i}", embedding=normalised(query + 0.8 * unit_vector(f"n{i}")))
+        for i in range(400)
+    ]
+    await store.insert(records)
+    hits = await store.vector_search(["b"], query, 20, NO_FILTERS)
+    assert [h.memory_id for h in hits] == _exact_top(records, query, 20)
+
+
 async def test_selective_filters_use_an_exact_scan(open_store: OpenStore) -> None:
     store = await open_store(exact_search_max=64)
     records = [make_record("b", f"item {i}", tags=["pick"] if i % 50 == 0 else []) for i in range(1000)]
@@ -354,7 +370,7 @@ async def test_selective_filters_use_an_exact_scan(open_store: OpenStore) -> Non
 
 
 async def test_multi_bank_search_merges_each_bank_index(open_store: OpenStore) -> None:
-    store = await open_store(exact_search_max=0)
+    store = await open_store(exact_search_max=0, index_exact_max=0)
     banks = {name: [make_record(name, f"{name} {i}") for i in range(30)] for name in ("a", "b", "c")}
     for records in banks.values():
         await store.insert(records)
@@ -380,7 +396,10 @@ async def test_keyword_search_of_a_large_bank_is_not_crowded_out_by_other_banks(
 
 async def test_a_second_writer_on_the_same_file_is_seen_by_the_index(open_store: OpenStore) -> None:
     # Two store instances stand for two processes (gateway workers) sharing one file.
-    reader, writer = await open_store(exact_search_max=0), await open_store(exact_search_max=0)
+    reader, writer = (
+        await open_store(exact_search_max=0, index_exact_max=0),
+        await open_store(exact_search_max=0, index_exact_max=0),
+    )
     records = [make_record("shared", f"from the other process {i}") for i in range(30)]
     await writer.insert(records)  # reader's index has never seen a vector, nor the dimension
     target = records[7]

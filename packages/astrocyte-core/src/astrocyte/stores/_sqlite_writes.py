@@ -250,7 +250,8 @@ def _insert_rows(
     )
     if chunks and not _fts_trigger(conn):
         conn.execute(
-            "INSERT INTO chunks_fts (rowid, text, bank_key) SELECT id, text, bank_key FROM chunks WHERE id >= ?",
+            "INSERT INTO chunks_fts (rowid, text, bank_key) "
+            "SELECT id, text, bank_key FROM chunks WHERE id >= ?",
             (chunks[0][0],),
         )
     return added
