@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import subprocess
@@ -10,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from astrocyte.ingest.runner import main, run_ingest
 from ingest_reference_driver import TRANSPORTS, LogTransport
 
 
-async def test_worker_ingests_until_told_to_stop(tmp_path: Path) -> None:
+@pytest.mark.parametrize("freeze", [False, True], ids=["plain", "start-up-frozen"])
+async def test_worker_ingests_until_told_to_stop(tmp_path: Path, freeze: bool) -> None:
     config = tmp_path / "astrocyte.yaml"
     config.write_text(
         "store: memory\n"
@@ -30,14 +33,18 @@ async def test_worker_ingests_until_told_to_stop(tmp_path: Path) -> None:
         for i in range(5):
             transport.append(json.dumps({"content": f"worker fact {i}"}).encode())
         stop = asyncio.Event()
-        worker = asyncio.create_task(run_ingest(str(config), stop=stop, drain_seconds=2.0))
+        worker = asyncio.create_task(
+            run_ingest(str(config), stop=stop, drain_seconds=2.0, freeze_start_up=freeze)
+        )
         deadline = time.monotonic() + 10
         while transport.committed < 5 and time.monotonic() < deadline:  # noqa: ASYNC110 - polls another task's state
             await asyncio.sleep(0.05)
+        assert (gc.get_freeze_count() > 0) is freeze  # the console script freezes its start-up objects
         stop.set()
         assert await asyncio.wait_for(worker, timeout=10) == 0
     finally:
         TRANSPORTS.pop("runner-log")
+        gc.unfreeze()
     assert transport.committed == 5 and transport.dead_letters == []
 
 
