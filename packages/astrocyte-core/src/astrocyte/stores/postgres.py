@@ -329,14 +329,7 @@ class PostgresStore:
         if not keys:
             return {}
         async with self._connection() as conn:
-            rows = await conn.fetch(
-                "SELECT m.bank_id, m.idempotency_key, m.memory_id FROM memories m "
-                "JOIN unnest($1::text[], $2::text[]) AS k(bank_id, key) "
-                "ON m.bank_id = k.bank_id AND m.idempotency_key = k.key",
-                [bank for bank, _ in keys],
-                [key for _, key in keys],
-            )
-        return {(row["bank_id"], row["idempotency_key"]): row["memory_id"] for row in rows}
+            return await _held_keys(conn, keys)
 
     async def forget(self, bank_id: str, selector: ForgetSelector) -> int:
         """Delete memories matching every given selector (AND); returns how many memories went."""
@@ -664,18 +657,11 @@ async def _existing_ids(
     conn: asyncpg.Connection, losers: Sequence[MemoryRecord]
 ) -> dict[tuple[str, str], str]:
     """For records that lost to an earlier or concurrent writer, the memory id that won their key."""
-    keyed = [r for r in losers if r.idempotency_key is not None]
+    keyed = {(r.bank_id, key): r for r in losers if (key := r.idempotency_key) is not None}
     if not keyed:
         return {}
-    rows = await conn.fetch(
-        "SELECT m.bank_id, m.idempotency_key, m.memory_id FROM memories m "
-        "JOIN unnest($1::text[], $2::text[]) AS u(bank_id, idempotency_key) "
-        "ON m.bank_id = u.bank_id AND m.idempotency_key = u.idempotency_key",
-        [r.bank_id for r in keyed],
-        [r.idempotency_key for r in keyed],
-    )
-    found = {(row["bank_id"], row["idempotency_key"]): row["memory_id"] for row in rows}
-    missing = [r for r in keyed if (r.bank_id, r.idempotency_key) not in found]
+    found = await _held_keys(conn, list(keyed))
+    missing = [record for slot, record in keyed.items() if slot not in found]
     if missing and not await _ids_held(conn, missing):
         # The conflicting row was deleted between our insert and this read: let the caller retry.
         raise ConflictError(
@@ -683,6 +669,18 @@ async def _existing_ids(
             code="idempotency_race",
         )
     return found
+
+
+async def _held_keys(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """``(bank_id, idempotency_key) -> memory_id`` for those of ``keys`` that are stored."""
+    rows = await conn.fetch(
+        "SELECT m.bank_id, m.idempotency_key, m.memory_id FROM memories m "
+        "JOIN unnest($1::text[], $2::text[]) AS u(bank_id, idempotency_key) "
+        "ON m.bank_id = u.bank_id AND m.idempotency_key = u.idempotency_key",
+        [bank for bank, _ in keys],
+        [key for _, key in keys],
+    )
+    return {(row["bank_id"], row["idempotency_key"]): row["memory_id"] for row in rows}
 
 
 async def _ids_held(conn: asyncpg.Connection, records: Sequence[MemoryRecord]) -> bool:
