@@ -74,9 +74,9 @@ class _BankIndex:
         )
         self._graph_lock = threading.Lock()
         self._queue_lock = threading.Lock()
-        # Queued slices, oldest first: keys, float32 rows, and the rows' norms (for exact scoring).
-        # Writers only append; only holders of the graph lock change the head.
-        self._queue: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # Queued slices, oldest first: keys and their float32 rows scaled to unit length (so exact
+        # scoring is one product). Writers only append; only holders of the graph lock change the head.
+        self._queue: list[tuple[np.ndarray, np.ndarray]] = []
         self.queued = 0
         self.tombstones = 0
 
@@ -89,10 +89,10 @@ class _BankIndex:
             self._index.add(keys, vectors, threads=threads)
 
     def enqueue(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        rows = np.ascontiguousarray(vectors, dtype=np.float32)
-        norms = np.linalg.norm(rows, axis=1)
+        rows = np.asarray(vectors, dtype=np.float32)
+        units = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
         with self._queue_lock:
-            self._queue.append((keys, rows, norms))
+            self._queue.append((keys, units))
             self.queued += len(keys)
 
     def index_some(self, limit: int) -> int:
@@ -103,16 +103,16 @@ class _BankIndex:
             with self._queue_lock:
                 if not self._queue:
                     return 0
-                keys, rows, _ = self._queue[0]
+                keys, rows = self._queue[0]
             keys, rows = keys[:limit], rows[:limit]
             try:
                 self._index.add(keys, rows, threads=1)
             except Exception:  # the indexer thread must outlive one bad slice
                 logger.exception("could not index %d vectors; they wait for the next rebuild", len(keys))
             with self._queue_lock:
-                head, head_rows, head_norms = self._queue[0]
+                head, head_rows = self._queue[0]
                 if len(head) > len(keys):
-                    self._queue[0] = (head[len(keys) :], head_rows[len(keys) :], head_norms[len(keys) :])
+                    self._queue[0] = (head[len(keys) :], head_rows[len(keys) :])
                 else:
                     self._queue.pop(0)
                 self.queued -= len(keys)
@@ -126,18 +126,18 @@ class _BankIndex:
 
     def contains(self, key: int) -> bool:
         with self._graph_lock, self._queue_lock:
-            return key in self._index or any(bool((keys == key).any()) for keys, _, _ in self._queue)
+            return key in self._index or any(bool((keys == key).any()) for keys, _ in self._queue)
 
     def remove(self, keys: np.ndarray) -> int:
         """Drop ``keys`` from the graph and the queue; returns how many left the queue."""
         with self._graph_lock, self._queue_lock:
             self.tombstones += int(self._index.remove(keys))
             dequeued = 0
-            for position, (queued, rows, norms) in enumerate(self._queue):
+            for position, (queued, rows) in enumerate(self._queue):
                 keep = ~np.isin(queued, keys)
                 if not keep.all():
                     dequeued += int(len(queued) - keep.sum())
-                    self._queue[position] = (queued[keep], rows[keep], norms[keep])
+                    self._queue[position] = (queued[keep], rows[keep])
             self.queued -= dequeued
             return dequeued
 
@@ -177,13 +177,12 @@ class _BankIndex:
 
 
 def _nearest_queued(
-    queue: list[tuple[np.ndarray, np.ndarray, np.ndarray]], query: np.ndarray, count: int
+    queue: list[tuple[np.ndarray, np.ndarray]], query: np.ndarray, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``count`` queued keys nearest to ``query`` and their cosine distances, scored exactly."""
-    keys = np.concatenate([keys for keys, _, _ in queue])
-    query_norm = max(float(np.linalg.norm(query)), 1e-12)
-    similarity = np.concatenate([rows @ query / np.maximum(norms, 1e-12) for _, rows, norms in queue])
-    distances = (1.0 - similarity / query_norm).astype(np.float32)
+    keys = np.concatenate([keys for keys, _ in queue])
+    unit_query = query / max(float(np.linalg.norm(query)), 1e-12)
+    distances = (1.0 - np.concatenate([rows @ unit_query for _, rows in queue])).astype(np.float32)
     if len(keys) > count:
         nearest = np.argpartition(distances, count - 1)[:count]
         keys, distances = keys[nearest], distances[nearest]
