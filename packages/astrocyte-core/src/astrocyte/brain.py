@@ -253,17 +253,16 @@ class Astrocyte:
         self,
         request: RetainRequest,
         context: AstrocyteContext | None,
-        writable: set[str] | None = None,
-        position: int = 0,
+        writable: set[str],
+        position: int,
     ) -> _Prepared:
         """Every check that can reject one retain, in order; raises the first problem found.
         ``writable``: banks that passed the bank checks for this context (skipped, then added to)."""
         bank_id = request.bank_id
-        if writable is None or bank_id not in writable:
+        if bank_id not in writable:
             bank_id = check.validate_bank_id(bank_id)
             self.policy.authorize(context, bank_id, "write")
-            if writable is not None:
-                writable.add(bank_id)
+            writable.add(bank_id)
         content = check.validate_content(request.content)
         tags = check.validate_tags(request.tags)
         check.validate_retain_fields(request)

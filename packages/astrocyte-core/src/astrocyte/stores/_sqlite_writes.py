@@ -129,7 +129,7 @@ def insert_records(
     memory_id)`` is already in the file or earlier in the batch. Returns each record's outcome, and
     per bank the new chunk ids with their vectors. Raises before anything is committed when a
     text is not valid Unicode; the caller's transaction rolls the batch back."""
-    taken = _existing_keys(conn, records)
+    taken = find_keys(conn, [(r.bank_id, key) for r in records if (key := r.idempotency_key) is not None])
     outcomes: list[InsertOutcome] = []
     fresh: list[tuple[int, MemoryRecord, np.ndarray]] = []
     for record, matrix in zip(records, vectors, strict=True):
@@ -181,11 +181,6 @@ def _without_held_ids(
             kept.append((position, record, matrix))
             seen.add(scoped)
     return kept
-
-
-def _existing_keys(conn: sqlite3.Connection, records: Sequence[MemoryRecord]) -> dict[tuple[str, str], str]:
-    """``(bank_id, idempotency_key) -> memory_id`` for the batch's keys already in the file."""
-    return find_keys(conn, [(r.bank_id, key) for r in records if (key := r.idempotency_key) is not None])
 
 
 def find_keys(conn: sqlite3.Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
