@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from astrocyte.types import AstrocyteContext
 from fastapi import FastAPI, Request, Response
 
 from astrocyte_gateway._asgi import scope_state
 from astrocyte_gateway.deps import (
+    BodyT,
     OptionalHeader,
     authenticate,
     engine_of,
@@ -41,8 +43,16 @@ from astrocyte_gateway.schemas import (
 IDEMPOTENCY_KEY = OptionalHeader("Idempotency-Key", max_length=255)  # or the body's idempotency_key
 
 
-def _note_bank(request: Request, bank_id: str | None, banks: list[str] | None) -> None:
+async def _begin(request: Request, model: type[BodyT]) -> tuple[GatewayRuntime, BodyT, AstrocyteContext]:
+    """What every memory route does first: read the body, authenticate, note the bank(s) for the
+    access log."""
+    runtime = runtime_of(request)
+    body = await read_body(request, model)
+    context = await authenticate(request, runtime)
+    # Every memory body names bank_id; recall and reflect may name banks instead.
+    bank_id, banks = getattr(body, "bank_id", None), getattr(body, "banks", None)
     scope_state(request.scope)["bank_id"] = bank_id if bank_id else ",".join(banks or ()) or None
+    return runtime, body, context
 
 
 def _done(runtime: GatewayRuntime, operation: str, result: Any) -> Response:
@@ -51,11 +61,8 @@ def _done(runtime: GatewayRuntime, operation: str, result: Any) -> Response:
 
 
 async def retain(request: Request) -> Response:
-    runtime = runtime_of(request)
     idempotency_key = IDEMPOTENCY_KEY.read(request)
-    body = await read_body(request, RetainBody)
-    context = await authenticate(request, runtime)
-    _note_bank(request, body.bank_id, None)
+    runtime, body, context = await _begin(request, RetainBody)
     result = await engine_of(runtime).retain(
         body.content, body.bank_id, metadata=body.metadata, tags=body.tags, occurred_at=body.occurred_at,
         source=body.source, idempotency_key=idempotency_key or body.idempotency_key, context=context,
@@ -64,10 +71,7 @@ async def retain(request: Request) -> Response:
 
 
 async def recall(request: Request) -> Response:
-    runtime = runtime_of(request)
-    body = await read_body(request, RecallBody)
-    context = await authenticate(request, runtime)
-    _note_bank(request, body.bank_id, body.banks)
+    runtime, body, context = await _begin(request, RecallBody)
     window = (body.time_range.start, body.time_range.end) if body.time_range else None
     result = await engine_of(runtime).recall(
         body.query, body.bank_id, banks=body.banks, max_results=body.max_results, max_tokens=body.max_tokens,
@@ -77,10 +81,7 @@ async def recall(request: Request) -> Response:
 
 
 async def reflect(request: Request) -> Response:
-    runtime = runtime_of(request)
-    body = await read_body(request, ReflectBody)
-    context = await authenticate(request, runtime)
-    _note_bank(request, body.bank_id, body.banks)
+    runtime, body, context = await _begin(request, ReflectBody)
     result = await engine_of(runtime).reflect(
         body.query, body.bank_id, banks=body.banks, max_tokens=body.max_tokens,
         include_sources=body.include_sources, context=context,
@@ -89,10 +90,7 @@ async def reflect(request: Request) -> Response:
 
 
 async def forget(request: Request) -> Response:
-    runtime = runtime_of(request)
-    body = await read_body(request, ForgetBody)
-    context = await authenticate(request, runtime)
-    _note_bank(request, body.bank_id, None)
+    runtime, body, context = await _begin(request, ForgetBody)
     result = await engine_of(runtime).forget(
         body.bank_id, memory_ids=body.memory_ids, tags=body.tags, before=body.before, scope=body.scope,
         context=context,
