@@ -124,7 +124,7 @@ async def test_reconnects_during_a_slow_batch_do_not_count_extra_deliveries(
         await eventually("a batch in flight", lambda: sink.calls == 1)
         for _ in range(3):
             await redis_client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-            await eventually("reconnected", lambda: _health_is_running(driver))
+            await eventually("reconnected", lambda: _health_is(driver))
             await asyncio.sleep(0.3)  # time for a recovery read, were one to happen
         rows = await redis_client.xpending_range(stream, GROUP, "-", "+", 10)
         assert [row["times_delivered"] for row in rows] == [1] * 5
@@ -134,12 +134,14 @@ async def test_reconnects_during_a_slow_batch_do_not_count_extra_deliveries(
     assert await dead_letters(redis_client, stream) == []
 
 
-async def _health_is_running(driver: RedisStreamDriver) -> bool:
-    return (await driver.health()).state == "running"
-
-
-async def _pending_is(client: Redis, stream: str, count: int) -> bool:
-    return int((await client.xpending(stream, GROUP))["pending"]) == count
+async def _fails_to_start(
+    driver: RedisStreamDriver, error: type[Exception], match: str | None = None
+) -> None:
+    """A fatal error: start raises it, health says failed, and stop still returns."""
+    with pytest.raises(error, match=match):
+        await asyncio.wait_for(driver.start(), timeout=10)
+    assert (await driver.health()).state == "failed"
+    await driver.stop(1.0)
 
 
 async def _has_letters(client: Redis, stream: str, count: int) -> bool:
@@ -262,10 +264,7 @@ async def test_a_key_that_is_not_a_stream_is_fatal(
 ) -> None:
     await redis_client.set(stream, "not a stream")
     driver = make_driver(redis_server, stream, ContractSink())
-    with pytest.raises(ResponseError, match="WRONGTYPE"):
-        await asyncio.wait_for(driver.start(), timeout=10)
-    assert (await driver.health()).state == "failed"
-    await driver.stop(1.0)
+    await _fails_to_start(driver, ResponseError, "WRONGTYPE")
 
 
 async def test_a_missing_group_is_fatal_when_the_driver_may_not_create_it(
@@ -273,10 +272,7 @@ async def test_a_missing_group_is_fatal_when_the_driver_may_not_create_it(
 ) -> None:
     await add(redis_client, stream, "exists")
     driver = make_driver(redis_server, stream, ContractSink(), create_group=False)
-    with pytest.raises(ResponseError):
-        await asyncio.wait_for(driver.start(), timeout=10)
-    assert (await driver.health()).state == "failed"
-    await driver.stop(1.0)
+    await _fails_to_start(driver, ResponseError)
 
 
 # The least a source needs, as the README documents it (scripts are checked command by command).
@@ -333,10 +329,7 @@ async def test_a_missing_acl_grant_is_fatal(
     driver = make_driver(
         redis_server, stream, ContractSink(), username=acl_user, password_env="TEST_REDIS_PASSWORD"
     )
-    with pytest.raises(NoPermissionError):
-        await asyncio.wait_for(driver.start(), timeout=10)
-    assert (await driver.health()).state == "failed"
-    await driver.stop(1.0)
+    await _fails_to_start(driver, NoPermissionError)
 
 
 async def test_entries_become_recallable_through_the_core_supervisor(
