@@ -144,10 +144,14 @@ def plugins(session: nox.Session) -> None:
     for config in sorted(PLUGINS.glob("*/tests/.busted")):
         with session.chdir(config.parent):
             session.run(busted, external=True)
-    session.install(str(CORE), str(PACKAGES["astrocyte-gateway-py"]), "openai>=1.40", "pytest>=8.0", "pytest-timeout>=2.3")
+    session.install(
+        str(CORE), str(PACKAGES["astrocyte-gateway-py"]), "openai>=1.40", "pytest>=8.0", "pytest-timeout>=2.3"
+    )
     for conftest in sorted(PLUGINS.glob("*/tests/conftest.py")):
         folder = conftest.parent
         if (folder / "pyproject.toml").exists():
             _pytest(session, folder, folder)
         else:
-            session.run("python", "-m", "pytest", str(folder), "-p", "no:cacheprovider", "-ra", *session.posargs)
+            session.run(
+                "python", "-m", "pytest", str(folder), "-p", "no:cacheprovider", "-ra", *session.posargs
+            )

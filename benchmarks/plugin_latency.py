@@ -38,7 +38,7 @@ from astrocyte import Astrocyte
 from astrocyte.types import RetainRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway-plugins" / "lua-shared" / "tests"))
-import rig  # noqa: E402
+import rig
 
 BUDGET_MS = 300
 WORDS = (
@@ -123,7 +123,10 @@ def _run(
             elapsed, status = _timed(http, f"{nginx.base_url(platform, route)}/chat/completions", _body(rng))
             assert status == "error", status
             times.append(elapsed - result["plain_p50_ms"])
-        failures[route] = {"added_max_ms": round(max(times), 1), "within_budget_plus_50": max(times) <= BUDGET_MS + 50}
+        failures[route] = {
+            "added_max_ms": round(max(times), 1),
+            "within_budget_plus_50": max(times) <= BUDGET_MS + 50,
+        }
     result["fail_open"] = failures
     return result
 
@@ -153,7 +156,9 @@ def main() -> None:
         }
         nginx = rig.Nginx(folder, int(upstream.url.rsplit(":", 1)[1]), routes)
         with rig.started(gateway, upstream, broken, nginx), httpx.Client(timeout=30.0) as http:
-            runs = [_run(http, nginx, gateway, args.platform, args.iterations, seed) for seed in range(args.runs)]
+            runs = [
+                _run(http, nginx, gateway, args.platform, args.iterations, seed) for seed in range(args.runs)
+            ]
     keys = [key for key, value in runs[0].items() if isinstance(value, float)]
     medians = {key: round(statistics.median(run[key] for run in runs), 3) for key in keys}
     print(

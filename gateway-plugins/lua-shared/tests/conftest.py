@@ -11,7 +11,6 @@ from typing import Any
 
 import openai
 import pytest
-
 import rig
 
 BUDGET_MS = 300

@@ -211,13 +211,15 @@ class Gateway:
         env = {
             **os.environ,
             "ASTROCYTE_AUTH_MODE": "api_key",
-            "ASTROCYTE_API_KEYS": json.dumps({SERVICE_KEY: {"principal": SERVICE_PRINCIPAL, "trusted_service": True}}),
+            "ASTROCYTE_API_KEYS": json.dumps(
+                {SERVICE_KEY: {"principal": SERVICE_PRINCIPAL, "trusted_service": True}}
+            ),
             "ASTROCYTE_CONFIG_PATH": str(config),
             "ASTROCYTE_ACCESS_LOG": "false",
         }
         command = [sys.executable, "-m", "uvicorn", "astrocyte_gateway.app:create_app", "--factory"]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
-        self.log = open(folder / "gateway.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(folder / "gateway.log", "wb")
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         _wait_http(f"{self.url}/live", self.process, "gateway")
         self.http = httpx.Client(base_url=self.url, timeout=30.0)
@@ -226,7 +228,9 @@ class Gateway:
         return {"X-API-Key": SERVICE_KEY, "X-Astrocyte-Principal": f"user:{user}"}
 
     def retain(self, user: str, bank: str, content: str) -> None:
-        answer = self.http.post("/v1/retain", json={"bank_id": bank, "content": content}, headers=self._headers(user))
+        answer = self.http.post(
+            "/v1/retain", json={"bank_id": bank, "content": content}, headers=self._headers(user)
+        )
         answer.raise_for_status()
 
     def recall(self, user: str, bank: str, query: str, max_results: int = 10) -> list[dict[str, Any]]:
@@ -319,12 +323,24 @@ class Nginx:
             )
         )
         self.error_log = self.prefix / "error.log"
-        command = [nginx, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.error_log), "-g", "daemon off;"]
+        command = [
+            nginx,
+            "-p",
+            str(self.prefix),
+            "-c",
+            str(conf),
+            "-e",
+            str(self.error_log),
+            "-g",
+            "daemon off;",
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _wait_http(f"{self.url}/", self.process, "nginx", timeout=15.0)
-        except RuntimeError:
-            raise RuntimeError(f"nginx failed: {self.error_log.read_text() if self.error_log.exists() else ''}")
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"nginx failed: {self.error_log.read_text() if self.error_log.exists() else ''}"
+            ) from exc
 
     def base_url(self, platform: str, route: str) -> str:
         return f"{self.url}/{platform}/{route}/v1"

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -120,7 +121,7 @@ def test_stream_reaches_the_client_before_upstream_finishes_and_is_retained(
 
 
 def test_interrupted_stream_is_not_retained(caller: Any, stack: dict[str, Any], error_log: Path) -> None:
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the client sees a broken stream, whichever error
+    with pytest.raises((openai.APIError, httpx.HTTPError)):  # the client sees the stream break
         for _ in caller.client("main").chat.completions.create(
             model="interrupt", messages=[{"role": "user", "content": f"cut {caller.case}"}], stream=True
         ):
