@@ -1,6 +1,7 @@
 -- Astrocyte memory for OpenAI-compatible chat completions: the behaviour the Kong and APISIX
--- plugins share. Platform-free: the adapters pass in what their platform verified (consumer,
--- headers, bodies) and own the phases, the timers and the response header.
+-- plugins share. It calls no platform API, only OpenResty (cosockets, ngx.timer) that both run
+-- on: the adapters pass in what their platform verified (consumer, headers, bodies) and own the
+-- phases, the headers and the logging.
 --
 -- HTTP goes through `resty.http` (cosockets, keep-alive pool), which both platforms bundle.
 local cjson = require("cjson.safe")
@@ -365,6 +366,22 @@ function _M.finished_turn(conf, turn, response)
   turn.route = response.route
   turn.source = response.source
   return turn
+end
+
+local function retain_timer(premature, conf, turn, warn)
+  if premature then
+    return
+  end
+  local ok, err = _M.retain(conf, turn)
+  if not ok then
+    warn("astrocyte retain failed: ", err)
+  end
+end
+
+--- Retain `turn` from a zero-delay timer, after the response has gone to the client.
+--- `warn` is the platform's logger for failures. Returns true or nil and an error.
+function _M.retain_later(conf, turn, warn)
+  return ngx.timer.at(0, retain_timer, conf, turn, warn)
 end
 
 --- Accumulates the assistant's answer from the response body, chunk by chunk, up to `cap` bytes.

@@ -102,16 +102,6 @@ function _M.body_filter(_, ctx)
   end
 end
 
-local function retain(premature, conf, turn)
-  if premature then
-    return
-  end
-  local ok, err = memory.retain(conf, turn)
-  if not ok then
-    core.log.warn("astrocyte retain failed: ", err)
-  end
-end
-
 function _M.log(conf, ctx)
   local state = ctx.astrocyte_memory
   if not (state and state.turn) then
@@ -129,7 +119,7 @@ function _M.log(conf, ctx)
     core.log.notice("astrocyte not retained: ", why)
     return
   end
-  local ok, err = ngx.timer.at(0, retain, conf, turn)
+  local ok, err = memory.retain_later(conf, turn, core.log.warn)
   if not ok then
     core.log.warn("astrocyte retain not scheduled: ", err)
   end

@@ -79,16 +79,6 @@ function AstrocyteMemory:body_filter()
   end
 end
 
-local function retain(premature, conf, turn)
-  if premature then
-    return
-  end
-  local ok, err = memory.retain(conf, turn)
-  if not ok then
-    kong.log.warn("astrocyte retain failed: ", err)
-  end
-end
-
 function AstrocyteMemory:log(conf)
   local state = kong.ctx.plugin.state
   if not (state and state.turn) then
@@ -106,7 +96,7 @@ function AstrocyteMemory:log(conf)
     kong.log.notice("astrocyte not retained: ", why)
     return
   end
-  local ok, err = ngx.timer.at(0, retain, conf, turn)
+  local ok, err = memory.retain_later(conf, turn, kong.log.warn)
   if not ok then
     kong.log.warn("astrocyte retain not scheduled: ", err)
   end

@@ -1,7 +1,20 @@
--- TEST-ONLY. Reads the harness file the tests write: consumers by key and routes by name.
+-- TEST-ONLY. Reads the harness file the tests write (consumers by key, routes by name), and
+-- authenticates like key-auth.
 local cjson = require("cjson.safe")
 
 local M = {}
+
+--- A deep copy (schema defaults must not be shared between configs).
+function M.copy(value)
+  if type(value) ~= "table" then
+    return value
+  end
+  local out = {}
+  for k, v in pairs(value) do
+    out[k] = M.copy(v)
+  end
+  return out
+end
 
 function M.load(path)
   local file = assert(io.open(path, "rb"))

@@ -3,16 +3,7 @@
 -- items and pattern (the plugin's one pattern reads the same as a Lua pattern).
 local M = {}
 
-local function copy(value)
-  if type(value) ~= "table" then
-    return value
-  end
-  local out = {}
-  for k, v in pairs(value) do
-    out[k] = copy(v)
-  end
-  return out
-end
+local copy = require("astrocyte_harness.config").copy
 
 local function check(def, value, name)
   local kind = def.type

@@ -3,16 +3,7 @@
 -- elements, custom_validator. Returns the config with defaults filled, or nil and errors.
 local M = {}
 
-local function copy(value)
-  if type(value) ~= "table" then
-    return value
-  end
-  local out = {}
-  for k, v in pairs(value) do
-    out[k] = copy(v)
-  end
-  return out
-end
+local copy = require("astrocyte_harness.config").copy
 
 local function check(def, value)
   local kind = def.type
