@@ -81,6 +81,18 @@ def contracts(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def plugins(session: nox.Session) -> None:
+    """API-gateway plugin tests. Azure APIM: policy XML, named values, OpenAPI contract, deploy files."""
+    session.install("pytest>=8", "lxml>=5", "pycep-parser>=0.7", "python-hcl2>=7", "PyYAML>=6")
+    apim = ROOT / "gateway-plugins" / "azure-apim"
+    session.run(
+        "python", "-m", "pytest", str(apim / "tests"), f"--rootdir={apim}", "-p", "no:cacheprovider", "-ra",
+        *session.posargs,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) over the repository; mypy over every package's public code."""
     session.install(

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Deploy the Astrocyte APIM policies with Bicep, Terraform or the APIOps publisher.
 #
-#   deploy/deploy.sh bicep|terraform|apiops [extra arguments for terraform apply]
+#   deploy/deploy.sh bicep [more az deployment arguments, e.g. --parameters maxResults=8]
+#   deploy/deploy.sh terraform [more terraform apply arguments, e.g. -auto-approve]
+#   deploy/deploy.sh apiops
 #
 # Settings come from the environment (see the README, "Deploy"). The two secrets, ASTROCYTE_API_KEY and
 # MODEL_API_KEY, are read from the environment or, when unset and a terminal is attached, asked for
@@ -96,7 +98,8 @@ PY
     --template-file "$here/bicep/main.bicep" \
     --parameters "@$private/parameters.json" \
     --query properties.outputs \
-    --output json
+    --output json \
+    "$@"
   ;;
 terraform)
   need PUBLISHER_EMAIL PUBLISHER_NAME

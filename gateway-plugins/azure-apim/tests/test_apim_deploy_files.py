@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from policy import (
+from apim_files import (
     API_POLICY,
     APIOPS,
     BICEP,
@@ -44,7 +44,9 @@ def test_apiops_api_policy_is_a_real_copy_and_the_api_is_complete() -> None:
     info = json.loads((api / "apiInformation.json").read_text())["properties"]
     assert info["subscriptionRequired"] is True and info["path"] == "memory-chat"
     assert "/chat/completions:" in (api / "specification.yaml").read_text()
-    subscription = json.loads((APIOPS / "subscriptions" / "astrocyte-demo" / "subscriptionInformation.json").read_text())
+    subscription = json.loads(
+        (APIOPS / "subscriptions" / "astrocyte-demo" / "subscriptionInformation.json").read_text()
+    )
     assert subscription["properties"]["scope"] == "/apis/astrocyte-chat"
 
 
@@ -77,7 +79,9 @@ def test_bicep_creates_fragments_after_the_named_values_they_read() -> None:
     resources = bicep()["resources"]
     for name in ("recallFragment", "retainFragment"):
         assert set(resources[name]["config"]["dependsOn"]) == {"setting", "astrocyteKey"}
-    assert {"recallFragment", "retainFragment", "modelKey"} <= set(resources["chatPolicy"]["config"]["config"]["dependsOn"])
+    assert {"recallFragment", "retainFragment", "modelKey"} <= set(
+        resources["chatPolicy"]["config"]["config"]["dependsOn"]
+    )
 
 
 def _terraform_file(expression: str) -> str:

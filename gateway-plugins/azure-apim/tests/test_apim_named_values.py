@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from policy import (
+from apim_files import (
     API_POLICY,
     RECALL,
     RETAIN,

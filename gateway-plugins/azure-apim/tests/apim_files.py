@@ -164,7 +164,9 @@ def request_schema(path: str) -> dict[str, Any]:
 
 
 def response_schema(path: str) -> dict[str, Any]:
-    ref = openapi()["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    ref = openapi()["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"][
+        "$ref"
+    ]
     return schema(ref.rsplit("/", 1)[1])
 
 

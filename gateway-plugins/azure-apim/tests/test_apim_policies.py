@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from apim_files import API_POLICY, RECALL, RETAIN, expressions, parse, policy_files
 from lxml import etree
-from policy import API_POLICY, RECALL, RETAIN, expressions, parse, policy_files
 
 
 @pytest.mark.parametrize("path", policy_files(), ids=lambda path: path.name)
@@ -47,7 +47,9 @@ def test_no_url_or_key_is_written_into_a_policy() -> None:
             assert (element.text or "").startswith("{{astrocyte-url}}/v1/"), path
         for element in parse(path).iter("set-header"):
             values = [value.text or "" for value in element.iter("value")]
-            if element.get("name", "").lower() in {"x-api-key", "authorization"} or "key" in element.get("name", ""):
+            if element.get("name", "").lower() in {"x-api-key", "authorization"} or "key" in element.get(
+                "name", ""
+            ):
                 assert all(value.startswith("{{") for value in values), (path, element.get("name"))
         text = path.read_text()
         assert "http://" not in text and "https://" not in text, path
@@ -72,7 +74,12 @@ def test_retain_uses_the_request_id_as_idempotency_key() -> None:
 def test_client_astrocyte_headers_are_stripped_before_anything_else() -> None:
     root = parse(RECALL)
     deleted = [e.get("name") for e in root if e.tag == "set-header" and e.get("exists-action") == "delete"]
-    for name in ("X-Astrocyte-Principal", "X-Astrocyte-Signature", "X-Astrocyte-Timestamp", "X-Astrocyte-Delivery"):
+    for name in (
+        "X-Astrocyte-Principal",
+        "X-Astrocyte-Signature",
+        "X-Astrocyte-Timestamp",
+        "X-Astrocyte-Delivery",
+    ):
         assert name in deleted
     assert root[0].tag == "set-header", "stripping comes first"
     assert "X-Memory-Bank" in deleted, "the client's bank choice is not forwarded to the model"
@@ -89,7 +96,10 @@ def test_bodies_are_read_without_taking_them_from_the_client_or_the_model() -> N
         for expression in expressions(path):
             for target in ("context.Request.Body", "context.Response.Body"):
                 for piece in expression.code.split(target)[1:]:
-                    assert "preserveContent: true" in piece.split(")")[0] + ")", (expression.where, piece[:60])
+                    assert "preserveContent: true" in piece.split(")")[0] + ")", (
+                        expression.where,
+                        piece[:60],
+                    )
 
 
 def test_a_streamed_answer_is_never_read() -> None:
@@ -97,7 +107,9 @@ def test_a_streamed_answer_is_never_read() -> None:
     assert "context.Response.Body" not in decision.code
     assert "text/event-stream" in decision.code and "astrocyte-streamed" in decision.code
     (pending,) = [e for e in parse(RETAIN).iter("when") if "pending" in e.get("condition", "")]
-    assert pending.find("set-variable").get("name") == "astrocyte-answer", "the body is read only when pending"
+    assert pending.find("set-variable").get("name") == "astrocyte-answer", (
+        "the body is read only when pending"
+    )
 
 
 def test_recall_runs_only_with_a_query_a_bank_and_a_principal() -> None:

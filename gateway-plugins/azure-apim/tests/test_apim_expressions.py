@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from policy import Expression, expressions, policy_files
+from apim_files import Expression, expressions, policy_files
 
 # From "API Management policy expressions", section ".NET Framework types allowed in policy
 # expressions": type -> members ("All" when every member is allowed). Only the part these policies
@@ -55,7 +55,17 @@ ALLOWED_TYPES: dict[str, set[str] | str] = {
 # The context types the same page documents (context.Response, a send-request response, a Jwt).
 CONTEXT_TYPES = {"IResponse", "Jwt"}
 CONTEXT_MEMBERS: dict[str, set[str]] = {
-    "context": {"Api", "Product", "Request", "RequestId", "Response", "Subscription", "Variables", "User", "Operation"},
+    "context": {
+        "Api",
+        "Product",
+        "Request",
+        "RequestId",
+        "Response",
+        "Subscription",
+        "Variables",
+        "User",
+        "Operation",
+    },
     "Api": {"Id", "Name", "Path", "Revision", "Version"},
     "Product": {"Id", "Name"},
     "Subscription": {"Id", "Name", "Key"},
@@ -139,7 +149,8 @@ def test_expressions_have_the_shape_apim_compiles(expression: Expression) -> Non
 
 def declared_locals(code: str) -> set[str]:
     declarations = re.findall(
-        r"\b(?:var|string|int|double|bool|object|[A-Z]\w*(?:<\w+>)?)(?:\[\])?\s+([a-z]\w*)\s*(?:=|;|\bin\b)", code
+        r"\b(?:var|string|int|double|bool|object|[A-Z]\w*(?:<\w+>)?)(?:\[\])?\s+([a-z]\w*)\s*(?:=|;|\bin\b)",
+        code,
     )
     lambdas = re.findall(r"\b([a-z]\w*)\s*=>", code)
     outs = re.findall(r"\bout\s+([a-z]\w*)", code)
@@ -204,8 +215,8 @@ def test_only_allowed_types_and_members_are_used(expression: Expression) -> None
 def test_the_checker_refuses_what_apim_refuses() -> None:
     """The checks above are not vacuous: a disallowed type, member, context member or local fails."""
     cases = {
-        "@(System.IO.File.ReadAllText(\"x\"))": "neither a local",
-        "@(Regex.Escape(\"x\"))": "not an allowed member",
+        '@(System.IO.File.ReadAllText("x"))': "neither a local",
+        '@(Regex.Escape("x"))': "not an allowed member",
         "@(context.Deployment.Region)": "context member",
         "@(undeclared.Length)": "neither a local",
         "@(new WebClient())": "type WebClient",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from policy import (
+from apim_files import (
     RECALL,
     RETAIN,
     expressions,
@@ -78,7 +78,9 @@ def test_request_fields_exist_in_the_gateway_schema_with_their_types(path, tag, 
 
 
 def test_recall_response_fields_read_exist_with_their_types() -> None:
-    (reader,) = [e for e in expressions(RECALL) if "astrocyte-recall-response" in e.code and '"hits"' in e.code]
+    (reader,) = [
+        e for e in expressions(RECALL) if "astrocyte-recall-response" in e.code and '"hits"' in e.code
+    ]
     result = response_schema("/v1/recall")
     hit = schema(result["properties"]["hits"]["items"]["$ref"].rsplit("/", 1)[1])
     read = re.findall(r'\["(\w+)"\] as (JArray|JObject)', reader.code)
@@ -112,19 +114,32 @@ def test_the_key_header_is_the_gateway_api_key_scheme() -> None:
         assert {"ApiKeyAuth": []} in openapi()["paths"][route]["post"]["security"]
 
 
-
-
 def _fragment_regex(variable: str) -> re.Pattern[str]:
     """The id check at the end of the recall expression that fills ``variable``."""
-    (expression,) = [e for e in expressions(RECALL) if f'Regex.IsMatch({variable}, ' in e.code]
+    (expression,) = [e for e in expressions(RECALL) if f"Regex.IsMatch({variable}, " in e.code]
     match = re.search(rf'Regex\.IsMatch\({variable}, @"([^"]+)"\)', expression.code)
     assert match, expression.code
     return re.compile(match.group(1))
 
 
 # Accepted and refused by the gateway's own rules (bank ids: DESIGN 3.1; principals: the auth module).
-BANKS = {"user:sub-1": True, "team.a@b": True, "a" * 255: True, "a" * 256: False, "-x": False, "a b": False, "": False}
-PRINCIPALS = {"user:alice": True, "service:chat": True, "agent:x.y@z": True, "bob": False, "user:": False, "user:a b": False}
+BANKS = {
+    "user:sub-1": True,
+    "team.a@b": True,
+    "a" * 255: True,
+    "a" * 256: False,
+    "-x": False,
+    "a b": False,
+    "": False,
+}
+PRINCIPALS = {
+    "user:alice": True,
+    "service:chat": True,
+    "agent:x.y@z": True,
+    "bob": False,
+    "user:": False,
+    "user:a b": False,
+}
 
 
 def test_the_bank_check_matches_the_gateway_bank_id_rule() -> None:
