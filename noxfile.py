@@ -83,7 +83,9 @@ def contracts(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def plugins(session: nox.Session) -> None:
     """API-gateway plugin tests. Azure APIM: policy XML, named values, OpenAPI contract, deploy files."""
-    session.install("pytest>=8", "lxml>=5", "pycep-parser>=0.7", "python-hcl2>=7", "PyYAML>=6")
+    session.install(
+        "pytest>=8", "lxml>=5", "pycep-parser>=0.7", "python-hcl2>=7", "PyYAML>=6", "openai>=1.40"
+    )
     apim = ROOT / "gateway-plugins" / "azure-apim"
     session.run(
         "python", "-m", "pytest", str(apim / "tests"), f"--rootdir={apim}", "-p", "no:cacheprovider", "-ra",

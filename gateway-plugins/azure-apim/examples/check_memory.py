@@ -38,7 +38,7 @@ def main() -> int:
     model = os.environ["MODEL"]
     answer, memory, retain = ask(client, model, "Please remember: my favourite tea is genmaicha.")
     print(f"1st call: memory={memory} retain={retain}\n  {answer[:200]}")
-    time.sleep(5)  # the retain is one-way; give Astrocyte a moment to store it
+    time.sleep(float(os.environ.get("CHECK_WAIT_SECONDS", "5")))  # the retain is one-way: let it land
     answer, memory, retain = ask(client, model, "Which tea do I like best?")
     print(f"2nd call: memory={memory} retain={retain}\n  {answer[:200]}")
     return 0 if memory == "hit" and retain == "queued" else 1
