@@ -14,6 +14,7 @@ from apim_files import (
     PLUGIN,
     TERRAFORM,
     bicep,
+    terraform,
     terraform_resources,
     unquote,
 )
@@ -84,21 +85,23 @@ def test_bicep_creates_fragments_after_the_named_values_they_read() -> None:
     )
 
 
-def _terraform_file(expression: str) -> str:
+def _terraform_file(expression: str, key: str = "") -> str:
     match = re.fullmatch(r'\$\{file\("\$\{path\.module\}/([^"]+)"\)\}', expression)
     assert match, expression
-    return str((TERRAFORM / match.group(1)).resolve())
+    return str((TERRAFORM / match.group(1).replace("${each.key}", key)).resolve())
 
 
 def test_terraform_loads_the_policy_files_themselves() -> None:
-    fragments = terraform_resources("azurerm_api_management_policy_fragment")
-    assert {unquote(body["name"]): _terraform_file(body["value"]) for body in fragments.values()} == {
+    (fragment,) = terraform_resources("azurerm_api_management_policy_fragment").values()
+    assert fragment["for_each"] == "${local.fragments}" and fragment["name"] == "${each.key}"
+    (fragments,) = [local["fragments"] for local in terraform()["locals"] if "fragments" in local]
+    loaded = {unquote(key): _terraform_file(fragment["value"], unquote(key)) for key in fragments}
+    assert loaded == {
         "astrocyte-recall": str(FRAGMENTS.resolve() / "astrocyte-recall.xml"),
         "astrocyte-retain": str(FRAGMENTS.resolve() / "astrocyte-retain.xml"),
     }
-    for body in fragments.values():
-        assert unquote(body["format"]) == "rawxml"
-        assert len(body["depends_on"]) == 2
+    assert unquote(fragment["format"]) == "rawxml"
+    assert len(fragment["depends_on"]) == 2, "after the named values"
     (policy,) = terraform_resources("azurerm_api_management_api_policy").values()
     assert _terraform_file(policy["xml_content"]) == str(API_POLICY.resolve())
 

@@ -203,7 +203,8 @@ resource modelKey 'Microsoft.ApiManagement/service/namedValues@2023-05-01-previe
   }
 }
 
-// A fragment is checked against the named values it names, so they come first.
+// A fragment is checked against the named values it names, so they come first. Two resources, not a
+// loop: loadTextContent takes only a literal path.
 resource recallFragment 'Microsoft.ApiManagement/service/policyFragments@2023-05-01-preview' = {
   parent: apim
   name: 'astrocyte-recall'

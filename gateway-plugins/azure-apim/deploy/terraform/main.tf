@@ -21,6 +21,12 @@ locals {
     "model-api-key-header"             = var.model_api_key_header
     "model-timeout-seconds"            = var.model_timeout_seconds
   }
+
+  # The two fragments, each loaded from policy-fragments/<name>.xml.
+  fragments = {
+    "astrocyte-recall" = "Astrocyte recall: inserts remembered facts into a chat completions request (inbound)."
+    "astrocyte-retain" = "Astrocyte retain: remembers both turns of a non-streamed chat completion (outbound)."
+  }
 }
 
 data "azurerm_resource_group" "target" {
@@ -90,21 +96,13 @@ resource "azurerm_api_management_named_value" "model_api_key" {
 }
 
 # A fragment is checked against the named values it names, so they come first.
-resource "azurerm_api_management_policy_fragment" "recall" {
+resource "azurerm_api_management_policy_fragment" "astrocyte" {
+  for_each          = local.fragments
   api_management_id = azurerm_api_management.apim.id
-  name              = "astrocyte-recall"
-  description       = "Astrocyte recall: inserts remembered facts into a chat completions request (inbound)."
+  name              = each.key
+  description       = each.value
   format            = "rawxml"
-  value             = file("${path.module}/../../policy-fragments/astrocyte-recall.xml")
-  depends_on        = [azurerm_api_management_named_value.setting, azurerm_api_management_named_value.astrocyte_api_key]
-}
-
-resource "azurerm_api_management_policy_fragment" "retain" {
-  api_management_id = azurerm_api_management.apim.id
-  name              = "astrocyte-retain"
-  description       = "Astrocyte retain: remembers both turns of a non-streamed chat completion (outbound)."
-  format            = "rawxml"
-  value             = file("${path.module}/../../policy-fragments/astrocyte-retain.xml")
+  value             = file("${path.module}/../../policy-fragments/${each.key}.xml")
   depends_on        = [azurerm_api_management_named_value.setting, azurerm_api_management_named_value.astrocyte_api_key]
 }
 
@@ -139,8 +137,7 @@ resource "azurerm_api_management_api_policy" "chat" {
   resource_group_name = var.resource_group_name
   xml_content         = file("${path.module}/../../api-policy/chat-completions.xml")
   depends_on = [
-    azurerm_api_management_policy_fragment.recall,
-    azurerm_api_management_policy_fragment.retain,
+    azurerm_api_management_policy_fragment.astrocyte,
     azurerm_api_management_named_value.model_api_key,
   ]
 }
