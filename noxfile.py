@@ -86,6 +86,8 @@ def plugins(session: nox.Session) -> None:
     session.install(
         "pytest>=8", "lxml>=5", "pycep-parser>=0.7", "python-hcl2>=7", "PyYAML>=6", "openai>=1.40"
     )
+    # The APIM policies are run against a real gateway (their expressions need `scripts/services up mono`).
+    session.install(str(CORE), str(PACKAGES["astrocyte-gateway-py"]))
     apim = ROOT / "gateway-plugins" / "azure-apim"
     session.run(
         "python", "-m", "pytest", str(apim / "tests"), f"--rootdir={apim}", "-p", "no:cacheprovider", "-ra",

@@ -229,3 +229,9 @@ def test_the_checker_refuses_what_apim_refuses() -> None:
 def test_every_policy_has_expressions_to_check() -> None:
     assert {expression.path.name for expression in ALL} >= {"astrocyte-recall.xml", "astrocyte-retain.xml"}
     assert len(ALL) >= 20
+
+
+@pytest.mark.parametrize("expression", ALL, ids=ids)
+def test_no_line_comment_can_swallow_code(expression: Expression) -> None:
+    """XML turns the new lines of an attribute into spaces, so a `//` comment would run to the end."""
+    assert "//" not in without_literals(expression.code), "use an XML comment beside the policy"
