@@ -160,6 +160,17 @@ def bank_count(astrocyte: str, bank: str) -> int:
         raise
 
 
+def recall(astrocyte: str, bank: str, query: str) -> list[dict[str, Any]]:
+    request = urllib.request.Request(
+        f"{astrocyte}/v1/recall",
+        data=json.dumps({"query": query, "bank_id": bank}).encode(),
+        headers={"X-API-Key": SERVICE_KEY, "X-Astrocyte-Principal": bank, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        hits: list[dict[str, Any]] = json.loads(reply.read())["hits"]
+        return hits
+
+
 def test_an_exchange_is_retained_and_recalled_into_the_next_call(
     apim: Gateway, model: Model, astrocyte: str
 ) -> None:
@@ -168,6 +179,12 @@ def test_an_exchange_is_retained_and_recalled_into_the_next_call(
     assert header(first, "X-Astrocyte-Retain") == "queued"
     first.wait_for_one_way_requests()
     assert bank_count(astrocyte, "user:sub-tea") == 1
+    (stored,) = recall(astrocyte, "user:sub-tea", "genmaicha")
+    assert stored["text"] == (
+        "User: Please remember that my favourite tea is genmaicha.\nAssistant: Noted."
+    ), "both turns, the user's as sent"
+    assert stored["source"] == "azure-apim"
+    assert stored["metadata"] == {"request_id": first.request_id, "api": "astrocyte-chat"}
 
     second = apim.chat(chat("Which tea is my favourite?"), subscription="sub-tea")
     assert header(second, "X-Astrocyte-Memory") == "hit"

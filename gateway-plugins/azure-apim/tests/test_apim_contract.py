@@ -152,3 +152,10 @@ def test_the_principal_check_matches_the_gateway_principal_rule() -> None:
     pattern = _fragment_regex("principal")
     for principal, valid in PRINCIPALS.items():
         assert bool(pattern.match(principal)) is valid, principal
+
+
+def test_the_recall_statuses_the_fragment_tells_apart_are_declared() -> None:
+    (status,) = [e for e in expressions(RECALL) if e.where == "set-variable@value" and '"miss"' in e.code]
+    handled = {int(code) for code in re.findall(r"StatusCode [!=]= (\d+)", status.code)}
+    assert handled == {200, 404}
+    assert {str(code) for code in handled} <= set(openapi()["paths"]["/v1/recall"]["post"]["responses"])
