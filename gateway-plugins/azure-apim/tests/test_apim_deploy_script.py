@@ -184,3 +184,10 @@ def test_a_plain_http_astrocyte_url_is_refused(stubs: dict[str, str]) -> None:
 def test_an_unknown_tool_is_refused_with_the_usage(stubs: dict[str, str]) -> None:
     result = run(stubs, "pulumi")
     assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_bicep_passes_extra_arguments_to_the_deployment(stubs: dict[str, str]) -> None:
+    result = run(stubs, "bicep", "--parameters", "maxResults=8")
+    assert result.returncode == 0, result.stderr
+    (argv,) = records(stubs, "argv")
+    assert argv.read_text().splitlines()[-2:] == ["--parameters", "maxResults=8"]
