@@ -277,8 +277,9 @@ async def test_a_missing_group_is_fatal_when_the_driver_may_not_create_it(
 
 # The least a source needs, as the README documents it (scripts are checked command by command).
 LEAST_PRIVILEGE = (
-    "+@connection +ping +xreadgroup +xack +xadd +xautoclaim +xpending +xinfo|groups "
-    "+xinfo|consumers +xgroup|create +xgroup|delconsumer +eval"
+    "+@connection +ping +type +xlen +xrange +xreadgroup +xack +xadd +xautoclaim +xpending "
+    "+xinfo|groups +xinfo|stream +xinfo|consumers +xgroup|create +xgroup|delconsumer +eval "
+    "+zadd +zscore +zremrangebyscore"
 ).split()
 
 
