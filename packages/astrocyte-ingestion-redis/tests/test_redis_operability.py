@@ -19,7 +19,7 @@ from astrocyte_ingestion_redis.testing import RedisServer
 from conftest import eventually
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from test_redis_driver import GROUP, Running, _fails_to_start, add, dead_letters, make_driver
+from test_redis_driver import GROUP, Running, _fails_to_start, _pending_is, add, dead_letters, make_driver
 
 
 @pytest.fixture
@@ -202,7 +202,3 @@ async def _event(driver: RedisStreamDriver, name: str, count: int) -> bool:
 
 async def _letters_are(client: Redis, stream: str, count: int) -> bool:
     return len(await dead_letters(client, stream)) == count
-
-
-async def _pending_is(client: Redis, stream: str, count: int) -> bool:
-    return (await client.xpending(stream, GROUP))["pending"] == count

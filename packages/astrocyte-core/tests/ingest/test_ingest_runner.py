@@ -59,7 +59,8 @@ def test_missing_config_or_sources_exit_with_code_2(tmp_path: Path, capsys) -> N
     assert main(["--config", str(empty)]) == 2
 
 
-def test_sigterm_stops_the_worker_process_cleanly(tmp_path: Path) -> None:
+def _webhook_config(tmp_path: Path) -> Path:
+    """A config whose one source (the passive webhook driver) needs no transport."""
     config = tmp_path / "astrocyte.yaml"
     config.write_text(
         "store: memory\n"
@@ -69,6 +70,11 @@ def test_sigterm_stops_the_worker_process_cleanly(tmp_path: Path) -> None:
         "    driver: astrocyte.ingest.webhook:WebhookDriver\n"
         "    secrets: [s3cret]\n"
     )
+    return config
+
+
+def test_sigterm_stops_the_worker_process_cleanly(tmp_path: Path) -> None:
+    config = _webhook_config(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "astrocyte.ingest.runner", "--config", str(config), "--drain-seconds", "1"],
         stderr=subprocess.PIPE,
@@ -172,15 +178,7 @@ async def test_worker_probes_follow_the_required_sources(
 
 
 async def test_worker_refuses_a_probe_port_in_use(tmp_path: Path) -> None:
-    config = tmp_path / "astrocyte.yaml"
-    config.write_text(
-        "store: memory\n"
-        "sources:\n"
-        "  hooks:\n"
-        "    type: stream\n"
-        "    driver: astrocyte.ingest.webhook:WebhookDriver\n"
-        "    secrets: [s3cret]\n"
-    )
+    config = _webhook_config(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
