@@ -252,7 +252,8 @@ class FlakySink:
 
 class PartlyFailingSink:
     """Wraps a sink and, for the first ``failing_calls`` calls, answers ``failed`` (transient) for
-    every other message of a batch while the rest reach ``inner``: a batch half stored, half not."""
+    every other message of a batch while the rest reach ``inner``: a batch half stored, half not.
+    (A one-message batch fails whole on every other of those calls.)"""
 
     def __init__(self, inner: Sink, *, failing_calls: int = 3) -> None:
         self.inner = inner
@@ -262,10 +263,12 @@ class PartlyFailingSink:
 
     async def submit(self, batch: Sequence[IngestMessage]) -> list[Outcome]:
         self.calls += 1
-        if self.calls > self.failing_calls or len(batch) < 2:
+        if self.calls > self.failing_calls:
             return await self.inner.submit(batch)
-        passing = [i for i in range(len(batch)) if i % 2 == 0]
-        answered = dict(zip(passing, await self.inner.submit([batch[i] for i in passing]), strict=True))
+        offset = self.calls % 2 if len(batch) == 1 else 0
+        passing = [i for i in range(len(batch)) if (i + offset) % 2 == 0]
+        answers = await self.inner.submit([batch[i] for i in passing]) if passing else []
+        answered = dict(zip(passing, answers, strict=True))
         self.failed_messages += len(batch) - len(passing)
         failed = Outcome.failed("provider_unavailable", "partly failing sink: try again later")
         return [answered.get(i, failed) for i in range(len(batch))]
@@ -640,7 +643,7 @@ async def check_partial_batch_failure(harness: IngestHarness, settings: Contract
     await asyncio.sleep(0.3)
     await run.stop(settings.stop_deadline)
     if sink.failed_messages == 0:
-        raise ContractViolation("no batch of two or more messages reached the sink; the check proved nothing")
+        raise ContractViolation("the sink never failed a message; the check proved nothing")
     _assert_once(inner, valid + more, "after a sink that failed part of each batch")
     await _assert_dead_lettered_once(harness, poison, "after a sink that failed part of each batch")
 
