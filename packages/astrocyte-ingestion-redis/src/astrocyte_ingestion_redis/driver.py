@@ -13,8 +13,9 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar, Literal, TypeVar
 
 from astrocyte.ingest.driver import DriverHealth, DriverState, validate_model
@@ -53,13 +54,15 @@ class _CallWatch:
         self._started: dict[int, tuple[float, float]] = {}  # token -> (started, due)
         self._tokens = 0
 
-    async def run(self, awaitable: Awaitable[T], allowed: float = 0.0) -> T:
+    async def run(self, command: Callable[[], Awaitable[T]], allowed: float = 0.0) -> T:
+        """Await ``command()``, allowed to take ``allowed`` seconds (a blocking read's block time).
+        (A callable, not a coroutine: a run closed before it starts leaves no coroutine unawaited.)"""
         self._tokens += 1
         token = self._tokens
         now = time.monotonic()
         self._started[token] = (now, now + allowed + self._grace)
         try:
-            return await awaitable
+            return await command()
         finally:
             del self._started[token]
 
@@ -260,9 +263,9 @@ class RedisStreamDriver:
                 raise
 
     async def _connect(self) -> None:
-        await self._until_stopped(self._watch.run(self._client.ping()))
-        created = await self._until_stopped(self._watch.run(self.group.ensure()))
-        present = await self._until_stopped(self._watch.run(self.group.present_dead_letter_streams()))
+        await self._until_stopped(self._watch.run(self._client.ping))
+        created = await self._until_stopped(self._watch.run(self.group.ensure))
+        present = await self._until_stopped(self._watch.run(self.group.present_dead_letter_streams))
         if self._connected_once:
             self._report_losses(created, self._dead_letters_present - present)
         elif created:
@@ -342,24 +345,28 @@ class RedisStreamDriver:
             settling, self._settle_before_recovery = self._settle_before_recovery, set()
             if settling:
                 await self._until_stopped(asyncio.wait(settling))
-            batch = await self._until_stopped(self._watch.run(self.group.read(plan.recovering, count, None)))
+            batch = await self._until_stopped(
+                self._watch.run(partial(self.group.read, plan.recovering, count, None))
+            )
             last = {item.stream: item.entry_id for item in batch}
             plan.recovering = {stream: last[stream] for stream in plan.recovering if stream in last}
             if batch:
-                await self._watch.run(self.group.count_deliveries(batch))
+                await self._watch.run(partial(self.group.count_deliveries, batch))
             return self._not_in_flight(batch)
         if plan.claim_due():
             return await self._claim(count)
         new = dict.fromkeys(plan.streams, ">")
         block = self.config.block_ms
-        return await self._until_stopped(self._watch.run(self.group.read(new, count, block), block / 1000))
+        return await self._until_stopped(
+            self._watch.run(partial(self.group.read, new, count, block), block / 1000)
+        )
 
     async def _claim(self, count: int) -> list[Delivered]:
         plan = self._plan
         claimed: list[Delivered] = []
         cursors: dict[str, str] = {}
         for stream in plan.streams:
-            page = await self._watch.run(self.group.claim(stream, plan.claim_cursors[stream], count))
+            page = await self._watch.run(partial(self.group.claim, stream, plan.claim_cursors[stream], count))
             cursors[stream] = page.cursor
             claimed.extend(page.entries)
             if page.deleted:
@@ -376,7 +383,7 @@ class RedisStreamDriver:
         if plan.claimed(cursors):
             await self._forget_idle_consumers()
         if claimed:
-            await self._watch.run(self.group.count_deliveries(claimed))
+            await self._watch.run(partial(self.group.count_deliveries, claimed))
             log.info("redis source %s claimed %d idle entries", self.source_id, len(claimed))
         return self._not_in_flight(claimed)
 

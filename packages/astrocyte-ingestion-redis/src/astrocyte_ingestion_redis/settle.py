@@ -44,7 +44,7 @@ class SettleHooks:
     ``backing_off(outcome, delay, first)`` is called before every wait for a failing sink (``first``
     on the first of a batch); ``recovered()`` once after a batch that backed off is done.
     ``write_failing(detail)`` / ``write_recovered()`` bracket Redis writes of a batch that fail and
-    are being retried. ``watch(awaitable)`` runs a Redis command so the driver can tell a stalled
+    are being retried. ``watch(command)`` runs a Redis command (a callable) so the driver can tell a stalled
     server (it answers nothing) from a quiet one."""
 
     backing_off: Callable[[Outcome, float, bool], None]
@@ -52,7 +52,7 @@ class SettleHooks:
     stopping: asyncio.Event
     write_failing: Callable[[str], None]
     write_recovered: Callable[[], None]
-    watch: Callable[[Awaitable[T]], Awaitable[T]]
+    watch: Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +190,7 @@ class BatchSettler:
         try:
             while True:
                 try:
-                    return await self.hooks.watch(command())
+                    return await self.hooks.watch(command)
                 except (RedisError, OSError) as exc:
                     if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                         raise Abandoned(f"{what}: the consumer group is gone") from exc
