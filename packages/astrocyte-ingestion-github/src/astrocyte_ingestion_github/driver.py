@@ -146,6 +146,10 @@ class GitHubIssuesDriver:
 
     # -- polling ---------------------------------------------------------------------------------
 
+    async def poll_once(self) -> None:
+        """One pass over every repository whose lease this replica takes (tests, one-shot jobs)."""
+        await self._poll_held()
+
     async def _poll_held(self) -> None:
         await self._renew()
         for repo in self.repos:

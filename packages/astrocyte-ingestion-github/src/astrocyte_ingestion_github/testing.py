@@ -349,6 +349,8 @@ class FakeGitHub:
     def _refuse(self, request: web.Request) -> web.StreamResponse | None:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return self._answer(request, 401, BAD_CREDENTIALS_BODY, count=False)
+        if self.rate_remaining <= 0 and time.time() >= self.rate_reset:  # a new rate-limit window
+            self.rate_remaining, self.rate_reset = self.rate_limit, time.time() + 3600
         if self.failures:
             failure = self.failures.pop(0)
             return self._answer(request, failure.status, failure.body, failure.headers)
