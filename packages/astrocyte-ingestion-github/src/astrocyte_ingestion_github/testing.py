@@ -284,6 +284,9 @@ class FakeGitHub:
     # -- handlers --------------------------------------------------------------------------------
 
     async def _list_issues(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
         data = self.repos.get(f"{request.match_info['owner']}/{request.match_info['repo']}")
         if data is None:
             return self._answer(request, 404, NOT_FOUND_BODY)
@@ -297,12 +300,18 @@ class FakeGitHub:
         return self._listing(request, items)
 
     async def _list_comments(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
         data = self.repos.get(f"{request.match_info['owner']}/{request.match_info['repo']}")
         if data is None:
             return self._answer(request, 404, NOT_FOUND_BODY)
         return self._listing(request, list(data.comments.values()))
 
     async def _issue_comments(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
         data = self.repos.get(f"{request.match_info['owner']}/{request.match_info['repo']}")
         number = int(request.match_info["number"])
         if data is None or number not in data.issues:
@@ -312,9 +321,6 @@ class FakeGitHub:
         return self._listing(request, items, sort=False)
 
     def _listing(self, request: web.Request, items: list[dict[str, Any]], *, sort: bool = True) -> web.StreamResponse:
-        refused = self._refuse(request)
-        if refused is not None:
-            return refused
         since = request.query.get("since")
         if since:
             items = [i for i in items if str(i.get("updated_at")) >= since]
