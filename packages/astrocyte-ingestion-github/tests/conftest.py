@@ -12,7 +12,6 @@ import pytest
 from astrocyte import Astrocyte
 from astrocyte.ingest.sink import IngestSink, Outcome
 from astrocyte.testing._helpers import service_env
-
 from astrocyte_ingestion_github.config import GitHubSourceConfig
 from astrocyte_ingestion_github.driver import GitHubIssuesDriver
 from astrocyte_ingestion_github.testing import FakeGitHub

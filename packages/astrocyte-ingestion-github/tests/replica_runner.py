@@ -12,14 +12,15 @@ import sys
 
 from astrocyte import Astrocyte
 from astrocyte.ingest.sink import IngestSink
-
 from astrocyte_ingestion_github.driver import GitHubIssuesDriver
 
 
 async def main(engine_config: dict, driver_config: dict) -> None:
     async with Astrocyte.from_dict(engine_config) as engine:
         sink = IngestSink(engine, source_id="github-replicas")
-        driver = GitHubIssuesDriver("github-replicas", GitHubIssuesDriver.validate_config(driver_config), sink=sink)
+        driver = GitHubIssuesDriver(
+            "github-replicas", GitHubIssuesDriver.validate_config(driver_config), sink=sink
+        )
         task = asyncio.create_task(driver.start())
         print("ready", flush=True)
         await task

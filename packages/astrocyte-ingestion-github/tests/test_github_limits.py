@@ -8,7 +8,6 @@ from collections.abc import Callable
 import pytest
 from astrocyte import Astrocyte
 from astrocyte.errors import ConfigError
-
 from astrocyte_ingestion_github.driver import GitHubIssuesDriver
 from astrocyte_ingestion_github.testing import SECONDARY_LIMIT_BODY, Failure, FakeGitHub
 
@@ -100,7 +99,9 @@ def test_a_missing_token_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None
     assert "GITHUB_TOKEN" in caught.value.message
     monkeypatch.setenv("GITHUB_TOKEN", "from-env")
     assert GitHubIssuesDriver.validate_config({"repositories": [REPO]}).resolved_token() == "from-env"
-    assert GitHubIssuesDriver.validate_config({"repositories": [REPO], "token_env": None, "allow_anonymous": True})
+    assert GitHubIssuesDriver.validate_config(
+        {"repositories": [REPO], "token_env": None, "allow_anonymous": True}
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,6 +118,3 @@ def test_bad_config_names_the_key(keys: dict[str, object], path: str) -> None:
     with pytest.raises(ConfigError) as caught:
         GitHubIssuesDriver.validate_config({"token": TOKEN, **keys})
     assert caught.value.details["path"].startswith(path)
-
-
-

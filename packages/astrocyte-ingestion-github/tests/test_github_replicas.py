@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from astrocyte import Astrocyte
-
 from astrocyte_ingestion_github.testing import FakeGitHub
 
 from .conftest import TOKEN

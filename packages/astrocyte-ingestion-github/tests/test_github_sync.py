@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from astrocyte import Astrocyte
-
 from astrocyte_ingestion_github.driver import GitHubIssuesDriver
 from astrocyte_ingestion_github.testing import FakeGitHub
 
@@ -134,10 +134,41 @@ async def test_pull_requests_and_labels_follow_the_config(
     github.create_issue(REPO, "An issue", "plain issue", labels=["bug"])
     github.create_issue(REPO, "A PR", "a pull request", pull_request=True, labels=["bug"])
     github.create_issue(REPO, "Other", "unlabelled issue")
-    driver = make_driver(CountingSink(engine), labels=["bug"], include={"pull_requests": False, "comments": False})
+    driver = make_driver(
+        CountingSink(engine), labels=["bug"], include={"pull_requests": False, "comments": False}
+    )
     await _poll(driver)
     await driver.stop(5)
     assert github.requests[0].query["labels"] == "bug"
     assert await _memories(engine) == 1
     [hit] = (await engine.recall("plain issue", bank_id=BANK)).hits
     assert hit.metadata["github_type"] == "issue" and hit.metadata["number"] == 1
+
+
+async def test_runs_under_the_core_supervisor_with_state_in_the_engines_store(
+    github: FakeGitHub, engine: Astrocyte
+) -> None:
+    from astrocyte.ingest.supervisor import IngestSupervisor
+
+    github.create_issue(REPO, "Supervised", "polled by a supervised driver")
+    source = {
+        "type": "poll",
+        "driver": "github",
+        "repositories": [REPO],
+        "api_url": github.url,
+        "token": "ghp_testtoken",
+        "interval_seconds": 0.2,
+        "start_from": "2000-01-01T00:00:00+00:00",
+    }
+    supervisor = IngestSupervisor.from_mapping(engine, {"github": source})
+    await supervisor.start()
+    try:
+        for _ in range(200):
+            if await engine.store.bank_exists(BANK) and await _memories(engine):
+                break
+            await asyncio.sleep(0.05)
+        assert await _memories(engine) == 1
+        cursor = await engine.store.get_state("ingest:github", f"cursor:{REPO}:issues")
+        assert cursor is not None and '"since"' in cursor
+    finally:
+        await supervisor.stop(5)

@@ -13,7 +13,6 @@ from astrocyte import Astrocyte
 from astrocyte.errors import ConfigError, ValidationError
 from astrocyte.ingest.sink import IngestSink
 from astrocyte.ingest.webhook import WebhookDriver, sign
-
 from astrocyte_ingestion_github.driver import GitHubIssuesDriver
 from astrocyte_ingestion_github.testing import FakeGitHub
 
@@ -25,7 +24,9 @@ SECRET = "webhook-secret"
 
 
 def _hooks(engine: Astrocyte, **options: Any) -> WebhookDriver:
-    config = WebhookDriver.validate_config({"secrets": [SECRET], "payload": "github", "payload_options": options})
+    config = WebhookDriver.validate_config(
+        {"secrets": [SECRET], "payload": "github", "payload_options": options}
+    )
     return WebhookDriver("github-hooks", config, sink=IngestSink(engine, source_id="github-hooks"))
 
 
@@ -49,14 +50,18 @@ async def test_the_same_issue_by_webhook_and_by_poll_is_one_memory(
 ) -> None:
     hooks = _hooks(engine)
     issue = github.create_issue(REPO, "Login fails", "login fails with a 500", labels=["bug"])
-    by_hook = await _deliver(hooks, "issues", {"action": "opened", "issue": issue, "repository": _repository()})
+    by_hook = await _deliver(
+        hooks, "issues", {"action": "opened", "issue": issue, "repository": _repository()}
+    )
     assert by_hook.status == "stored"
     sink = CountingSink(engine)
     driver = make_driver(sink)
     await driver.poll_once()
     assert sink.counts == {"duplicate": 1}, "the poller wrote a second memory of the same version"
     edited = github.edit_issue(REPO, issue["number"], body="login fails with a 502 after the upgrade")
-    again = await _deliver(hooks, "issues", {"action": "edited", "issue": edited, "repository": _repository()})
+    again = await _deliver(
+        hooks, "issues", {"action": "edited", "issue": edited, "repository": _repository()}
+    )
     assert again.status == "stored" and again.memory_id == by_hook.memory_id
     await driver.poll_once()
     await driver.stop(5)
@@ -90,7 +95,9 @@ async def test_deleted_and_transferred_issues_are_forgotten(github: FakeGitHub, 
     for action in ("deleted", "transferred"):
         issue = github.create_issue(REPO, f"to be {action}", f"this issue will be {action}")
         await _deliver(hooks, "issues", {"action": "opened", "issue": issue, "repository": _repository()})
-        outcome = await _deliver(hooks, "issues", {"action": action, "issue": issue, "repository": _repository()})
+        outcome = await _deliver(
+            hooks, "issues", {"action": action, "issue": issue, "repository": _repository()}
+        )
         assert outcome.code == "forgotten"
     assert (await engine.bank_stats(BANK)).memory_count == 0
 
@@ -108,6 +115,8 @@ async def test_an_unreadable_event_is_a_payload_error(engine: Astrocyte) -> None
 
 def test_bad_payload_options_stop_start_up() -> None:
     with pytest.raises(ConfigError):
-        WebhookDriver.validate_config({"secrets": [SECRET], "payload": "github", "payload_options": {"bank": "{nope}"}})
+        WebhookDriver.validate_config(
+            {"secrets": [SECRET], "payload": "github", "payload_options": {"bank": "{nope}"}}
+        )
     with pytest.raises(ConfigError):
         WebhookDriver.validate_config({"secrets": [SECRET], "payload": "no-such-mapping"})

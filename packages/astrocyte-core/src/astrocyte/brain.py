@@ -338,7 +338,9 @@ class Astrocyte:
         if not keyed:
             return list(await self.store.insert(records))
         plain = [i for i, record in enumerate(records) if record.memory_key is None]
-        upsert = store_method(self.store, "upsert_keyed", "memory_keys_not_supported", "a retain with memory_key")
+        upsert = store_method(
+            self.store, "upsert_keyed", "memory_keys_not_supported", "a retain with memory_key"
+        )
         outcomes: list[InsertOutcome | None] = [None] * len(records)
         for indices, answered in (
             (keyed, await upsert([records[i] for i in keyed])),
@@ -544,7 +546,11 @@ class Astrocyte:
         return ForgetResult(deleted_count=await self.store.forget(bank_id, selector))
 
     async def _forget_keys(
-        self, bank_id: str, memory_keys: Sequence[str], others: tuple[Any, ...], context: AstrocyteContext | None
+        self,
+        bank_id: str,
+        memory_keys: Sequence[str],
+        others: tuple[Any, ...],
+        context: AstrocyteContext | None,
     ) -> ForgetResult:
         if any(other is not None for other in others):
             raise ValidationError(
@@ -554,7 +560,9 @@ class Astrocyte:
             raise ValidationError("memory_keys must be a non-empty list of keys", code="memory_keys_invalid")
         for key in memory_keys:
             _check_memory_key(key)
-        forget_keys = store_method(self.store, "forget_keys", "memory_keys_not_supported", "forget by memory_keys")
+        forget_keys = store_method(
+            self.store, "forget_keys", "memory_keys_not_supported", "forget by memory_keys"
+        )
         await self._require_banks([bank_id])
         await self.policy.acquire(context, bank_id, "forget")
         return ForgetResult(deleted_count=await forget_keys(bank_id, list(memory_keys)))

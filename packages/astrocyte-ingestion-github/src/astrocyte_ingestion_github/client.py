@@ -100,9 +100,7 @@ class GitHubClient:
             headers["Authorization"] = f"Bearer {token}"
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
         self.api_url = api_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            headers=headers, timeout=timeout, verify=verify, follow_redirects=True
-        )
+        self._http = httpx.AsyncClient(headers=headers, timeout=timeout, verify=verify, follow_redirects=True)
         self.limit = RateLimit()
         self.requests = 0
         self._max_wait = max_wait
@@ -112,7 +110,9 @@ class GitHubClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def get_page(self, url: str, params: Mapping[str, str] | None = None, etag: str | None = None) -> Page:
+    async def get_page(
+        self, url: str, params: Mapping[str, str] | None = None, etag: str | None = None
+    ) -> Page:
         """GET until an answer that is not a limit or a transient failure; waits as GitHub asks."""
         backoff = 1.0
         while True:
@@ -153,7 +153,10 @@ class GitHubClient:
         return Page(response.status_code, items, etag, parse_links(response.headers.get("link")).get("next"))
 
     def _note_limits(self, response: httpx.Response) -> None:
-        remaining, reset = response.headers.get("x-ratelimit-remaining"), response.headers.get("x-ratelimit-reset")
+        remaining, reset = (
+            response.headers.get("x-ratelimit-remaining"),
+            response.headers.get("x-ratelimit-reset"),
+        )
         if remaining is not None and remaining.isdigit():
             self.limit.remaining = int(remaining)
         if reset is not None and reset.isdigit():
@@ -167,7 +170,8 @@ class GitHubClient:
             return True
         if response.headers.get("x-ratelimit-remaining") == "0":
             return True
-        return "rate limit" in _message(response).lower()
+        message = _message(response).lower()
+        return "rate limit" in message or "abuse" in message  # older secondary-limit wording
 
     async def _wait_rate_limited(self, response: httpx.Response) -> None:
         retry_after = response.headers.get("retry-after", "")
@@ -181,7 +185,10 @@ class GitHubClient:
             until = now + min(self._max_wait, 60.0 * 2.0 ** min(self.limit.secondary_streak, 10))
             self.limit.secondary_streak += 1
         log.warning(
-            "GitHub rate limit (%s): waiting %.0fs", response.status_code, until - now, extra={"url": str(response.url)}
+            "GitHub rate limit (%s): waiting %.0fs",
+            response.status_code,
+            until - now,
+            extra={"url": str(response.url)},
         )
         self.limit.blocked_until = max(self.limit.blocked_until, until)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import re
 import string
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-
 from astrocyte.ingest.driver import DriverConfig
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 _REPO = re.compile(r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$")
 
@@ -69,7 +69,9 @@ class GitHubSourceConfig(MappingOptions):
     """Config of a ``driver: github`` poll source. See the package README for every key."""
 
     repositories: list[str] = Field(min_length=1, description="owner/repo, one or more")
-    api_url: str = Field(default="https://api.github.com", description="GitHub Enterprise: https://HOST/api/v3")
+    api_url: str = Field(
+        default="https://api.github.com", description="GitHub Enterprise: https://HOST/api/v3"
+    )
     ca_bundle: str | None = Field(default=None, description="PEM file of CAs to trust (GitHub Enterprise)")
     token: SecretStr | None = None
     token_env: str | None = "GITHUB_TOKEN"
@@ -96,6 +98,16 @@ class GitHubSourceConfig(MappingOptions):
         if len(set(value)) != len(value):
             raise ValueError("a repository is listed twice")
         return value
+
+    @field_validator("start_from")
+    @classmethod
+    def _start(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     @field_validator("api_url")
     @classmethod
@@ -124,4 +136,3 @@ class GitHubSourceConfig(MappingOptions):
 
     def mapping(self) -> MappingOptions:
         return MappingOptions.model_validate(self.model_dump(include=set(MappingOptions.model_fields)))
-

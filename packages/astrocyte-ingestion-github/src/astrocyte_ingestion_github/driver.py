@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -67,7 +68,7 @@ class GitHubIssuesDriver:
                 sink,
                 self.state,
                 sleep=self._sleep,
-                still_held=lambda name=repo.full_name: name in self.held and not self._stopping.is_set(),
+                still_held=functools.partial(self._holds, repo.full_name),
             )
             for repo in self.repos
         }
@@ -126,7 +127,9 @@ class GitHubIssuesDriver:
             if task is None:
                 continue
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline) if task is self._loop else 0)
+                await asyncio.wait_for(
+                    asyncio.shield(task), timeout=max(0.0, deadline) if task is self._loop else 0
+                )
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -183,7 +186,9 @@ class GitHubIssuesDriver:
         """Take or renew the lease of every repository; a store error counts as not holding."""
         for repo in self.repos:
             try:
-                held = await self.state.lease(_lease_name(repo.full_name), self.holder, self.config.lease_seconds)
+                held = await self.state.lease(
+                    _lease_name(repo.full_name), self.holder, self.config.lease_seconds
+                )
             except Exception as exc:  # the store is down: never poll without a lease
                 held = False
                 self._state, self._detail = "degraded", f"lease store: {type(exc).__name__}"
@@ -191,6 +196,9 @@ class GitHubIssuesDriver:
                 self.held.add(repo.full_name)
             else:
                 self.held.discard(repo.full_name)
+
+    def _holds(self, repo: str) -> bool:
+        return repo in self.held and not self._stopping.is_set()
 
     def _down(self, why: str) -> None:
         if not self._stopping.is_set():

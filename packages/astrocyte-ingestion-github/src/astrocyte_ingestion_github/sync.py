@@ -130,7 +130,8 @@ class RepoSync:
         cursor_key = f"cursor:{self.repo.full_name}:{feed}"
         cursor = Cursor.load(await self.state.get_json(cursor_key))
         path = f"/repos/{self.repo.full_name}/{feed}"
-        params = self._params(feed, _minus(cursor.since, self.config.overlap_seconds) or self.config.start_from)
+        base = self._params(feed, _minus(cursor.since, self.config.overlap_seconds) or self.config.start_from)
+        params: dict[str, str] | None = base
         url: str = path
         first = True
         while True:
@@ -153,8 +154,8 @@ class RepoSync:
             if page.next_url is None:
                 return
             first = False
-            if cursor.since != before and params is not None:
-                url, params = path, {**params, "since": cursor.since or ""}
+            if cursor.since != before:
+                url, params = path, {**base, "since": cursor.since or ""}
             else:  # the keyset cannot move (a full page of one timestamp): follow Link
                 url, params = page.next_url, None
 
@@ -197,7 +198,10 @@ class RepoSync:
             return []
         host = host_of(str(issue.get("html_url") or ""))
         try:
-            present = {c.get("id") for c in await self._all_pages(f"/repos/{self.repo.full_name}/issues/{number}/comments")}
+            present = {
+                c.get("id")
+                for c in await self._all_pages(f"/repos/{self.repo.full_name}/issues/{number}/comments")
+            }
         except GitHubError as exc:
             if exc.status not in (404, 410):
                 raise
@@ -205,7 +209,12 @@ class RepoSync:
         gone = [cid for cid in known if cid not in present]
         await self.state.set_json(known_key, [cid for cid in known if cid in present])
         return [
-            forget_message(self.options, self.repo, comment_key(host, cid), f"{self.repo.full_name}:comment:{cid}@deleted")
+            forget_message(
+                self.options,
+                self.repo,
+                comment_key(host, cid),
+                f"{self.repo.full_name}:comment:{cid}@deleted",
+            )
             for cid in gone
         ]
 
@@ -226,7 +235,9 @@ class RepoSync:
         by_issue: dict[int, list[int]] = {}
         for item in items:
             if not isinstance(item, dict):
-                await self._dead_letter(f"{self.repo.full_name}:comment:?", "malformed_object", "not an object")
+                await self._dead_letter(
+                    f"{self.repo.full_name}:comment:?", "malformed_object", "not an object"
+                )
                 continue
             if comment_on_pull_request(item) and not self.options.include.pull_requests:
                 continue
@@ -261,7 +272,9 @@ class RepoSync:
                     retry.append(message)
                     wait = max(wait, outcome.retry_after or 0.0)
                 elif outcome.status == "rejected":
-                    await self._dead_letter(message.raw_ref or "?", outcome.code or "rejected", outcome.reason or "")
+                    await self._dead_letter(
+                        message.raw_ref or "?", outcome.code or "rejected", outcome.reason or ""
+                    )
                 elif outcome.code == "forgotten":
                     self.stats.forgotten += 1
             if retry:
@@ -290,7 +303,9 @@ def _settled(cursor: Cursor, item: Any) -> bool:
 def _advance(cursor: Cursor, items: list[Any], overlap: float) -> None:
     """Move ``since`` to the newest ``updated_at`` of the page; keep in ``recent`` the versions
     inside the overlap window before it."""
-    stamps = [str(i["updated_at"]) for i in items if isinstance(i, dict) and isinstance(i.get("updated_at"), str)]
+    stamps = [
+        str(i["updated_at"]) for i in items if isinstance(i, dict) and isinstance(i.get("updated_at"), str)
+    ]
     newest = max([cursor.since or "", *stamps]) or None
     for item in items:
         if isinstance(item, dict) and isinstance(item.get("updated_at"), str):

@@ -320,7 +320,9 @@ class FakeGitHub:
         items = sorted((c for c in data.comments.values() if c["issue_url"] == url), key=lambda c: c["id"])
         return self._listing(request, items, sort=False)
 
-    def _listing(self, request: web.Request, items: list[dict[str, Any]], *, sort: bool = True) -> web.StreamResponse:
+    def _listing(
+        self, request: web.Request, items: list[dict[str, Any]], *, sort: bool = True
+    ) -> web.StreamResponse:
         since = request.query.get("since")
         if since:
             items = [i for i in items if str(i.get("updated_at")) >= since]
@@ -458,13 +460,17 @@ class GitHubHarness(IngestHarness):
         repo = Repo.parse(self.repo)
         refs = []
         for message in messages:
-            issue = self.server.create_issue(self.repo, f"title of {message.content}", message.content, labels=message.tags)
+            issue = self.server.create_issue(
+                self.repo, f"title of {message.content}", message.content, labels=message.tags
+            )
             refs.append(object_ref(repo, "issue", issue))
         await asyncio.sleep(0)
         return refs
 
     async def publish_poison(self, kind: str) -> str:
-        raw = self.server.add_raw_issue(self.repo, {"title": None, "html_url": "https://github.com/x/y/issues/1"})
+        raw = self.server.add_raw_issue(
+            self.repo, {"title": None, "html_url": "https://github.com/x/y/issues/1"}
+        )
         return object_ref(Repo.parse(self.repo), "issue", raw)
 
     async def dead_letter_refs(self) -> list[str]:

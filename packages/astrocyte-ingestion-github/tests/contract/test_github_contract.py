@@ -3,9 +3,8 @@ GitHub-API-compatible server."""
 
 from __future__ import annotations
 
-from astrocyte.testing.ingest_contract import ContractSettings, IngestDriverContract, IngestHarness
-
 import pytest
+from astrocyte.testing.ingest_contract import ContractSettings, IngestDriverContract, IngestHarness
 from astrocyte_ingestion_github.testing import GitHubHarness
 
 

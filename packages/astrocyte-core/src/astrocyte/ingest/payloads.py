@@ -41,5 +41,7 @@ def load_payload(name: str, options: Mapping[str, Any]) -> PayloadMapper:
     if not callable(mapper):
         from astrocyte.errors import ConfigError
 
-        raise ConfigError(f"webhook payload {name!r} did not build a callable mapper", code="provider_not_found")
+        raise ConfigError(
+            f"webhook payload {name!r} did not build a callable mapper", code="provider_not_found"
+        )
     return mapper  # type: ignore[no-any-return]

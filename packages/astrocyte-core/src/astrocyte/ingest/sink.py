@@ -304,7 +304,9 @@ class IngestSink:
         except Exception as exc:
             outcomes[index] = outcome_for_error(exc)
             return
-        outcomes[index] = Outcome("stored", code="forgotten", reason=f"{result.deleted_count} memories deleted")
+        outcomes[index] = Outcome(
+            "stored", code="forgotten", reason=f"{result.deleted_count} memories deleted"
+        )
 
     async def _retain_group(
         self, context: AstrocyteContext, group: _Group, outcomes: list[Outcome | None]

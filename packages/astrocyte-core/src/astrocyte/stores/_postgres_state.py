@@ -49,9 +49,13 @@ async def upsert_keyed(
     Store protocol). ``write_records`` is the store's own insert (idempotency and chunks)."""
     for record in records:
         if record.memory_key is None:
-            raise ValidationError("upsert_keyed needs a memory_key on every record", code="memory_key_missing")
+            raise ValidationError(
+                "upsert_keyed needs a memory_key on every record", code="memory_key_missing"
+            )
     names = sorted({f"{schema}|{r.bank_id}|{r.memory_key}" for r in records})
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(n, 0)) FROM unnest($1::text[]) n", names)
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(n, 0)) FROM unnest($1::text[]) n", names
+    )
     outcomes: list[InsertOutcome] = []
     for record in records:
         taken = None
@@ -71,7 +75,9 @@ async def upsert_keyed(
         )
         if held is not None:
             # Chunks (and their HNSW and full-text entries) and the key row go by cascade.
-            await conn.execute("DELETE FROM memories WHERE bank_id = $1 AND memory_id = $2", record.bank_id, held)
+            await conn.execute(
+                "DELETE FROM memories WHERE bank_id = $1 AND memory_id = $2", record.bank_id, held
+            )
             record = dataclasses.replace(record, memory_id=str(held))
         [outcome] = await write_records(conn, [record])
         await conn.execute(

@@ -54,7 +54,9 @@ def upsert_keyed(
     for record, matrix in zip(records, vectors, strict=True):
         key = record.memory_key
         if key is None:
-            raise ValidationError("upsert_keyed needs a memory_key on every record", code="memory_key_missing")
+            raise ValidationError(
+                "upsert_keyed needs a memory_key on every record", code="memory_key_missing"
+            )
         writes.ensure_bank(conn, record.bank_id)
         if record.idempotency_key is not None:
             taken = writes.find_keys(conn, [(record.bank_id, record.idempotency_key)])
@@ -91,5 +93,7 @@ def forget_keys(conn: sqlite3.Connection, bank_id: str, memory_keys: Sequence[st
         f"WHERE bank_id = ? AND memory_key IN ({marks}))"
     )
     deleted, chunk_ids = writes.delete_memories(conn, where, [bank_id, bank_id, *memory_keys])
-    conn.execute(f"DELETE FROM memory_keys WHERE bank_id = ? AND memory_key IN ({marks})", [bank_id, *memory_keys])
+    conn.execute(
+        f"DELETE FROM memory_keys WHERE bank_id = ? AND memory_key IN ({marks})", [bank_id, *memory_keys]
+    )
     return deleted, chunk_ids

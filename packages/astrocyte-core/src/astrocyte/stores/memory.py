@@ -266,7 +266,9 @@ class MemoryStore:
 
     def _upsert_one(self, record: MemoryRecord) -> InsertOutcome:
         if record.memory_key is None:
-            raise ValidationError("upsert_keyed needs a memory_key on every record", code="memory_key_missing")
+            raise ValidationError(
+                "upsert_keyed needs a memory_key on every record", code="memory_key_missing"
+            )
         self._ensure_bank(record.bank_id)
         bank = self._banks[record.bank_id]
         held_id = bank.memory_keys.get(record.memory_key)

@@ -340,7 +340,11 @@ class PostgresStore:
                     async with conn.transaction():
                         if dims is not None and self._dims is None:
                             fixed = await schema_mod.fix_dimensions(
-                                conn, self._schema, dims, self._config.hnsw_m, self._config.hnsw_ef_construction
+                                conn,
+                                self._schema,
+                                dims,
+                                self._config.hnsw_m,
+                                self._config.hnsw_ef_construction,
                             )
                             if dims != fixed:
                                 raise _dimension_mismatch(dims, fixed)

@@ -1005,7 +1005,9 @@ class StoreContract:
         upsert = _optional(store, "upsert_keyed")
         bank = unique_bank("keyed-batch")
         versions = [
-            dataclasses.replace(make_record(bank, f"version number {i}", idempotency_key=f"v{i}"), memory_key="k")
+            dataclasses.replace(
+                make_record(bank, f"version number {i}", idempotency_key=f"v{i}"), memory_key="k"
+            )
             for i in range(3)
         ]
         outcomes = await upsert(versions)
@@ -1017,7 +1019,9 @@ class StoreContract:
         upsert = _optional(store, "upsert_keyed")
         bank = unique_bank("keyed-race")
         records = [
-            dataclasses.replace(make_record(bank, f"racing edit {i}", idempotency_key=f"e{i}"), memory_key="issue")
+            dataclasses.replace(
+                make_record(bank, f"racing edit {i}", idempotency_key=f"e{i}"), memory_key="issue"
+            )
             for i in range(12)
         ]
         results = await asyncio.gather(*(upsert([record]) for record in records))
@@ -1043,7 +1047,9 @@ class StoreContract:
     async def test_keyed_memory_forgotten_by_id_can_come_back(self, store: Store) -> None:
         upsert = _optional(store, "upsert_keyed")
         bank = unique_bank("keyed-byid")
-        record = dataclasses.replace(make_record(bank, "returning issue", idempotency_key="r@1"), memory_key="r")
+        record = dataclasses.replace(
+            make_record(bank, "returning issue", idempotency_key="r@1"), memory_key="r"
+        )
         [first] = await upsert([record])
         assert await store.forget(bank, ForgetSelector(memory_ids=(first.memory_id,))) == 1
         [back] = await upsert([dataclasses.replace(record, idempotency_key="r@2")])
