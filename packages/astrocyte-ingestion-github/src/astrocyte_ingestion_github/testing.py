@@ -284,12 +284,9 @@ class FakeGitHub:
     # -- handlers --------------------------------------------------------------------------------
 
     async def _list_issues(self, request: web.Request) -> web.StreamResponse:
-        refused = self._refuse(request)
-        if refused is not None:
-            return refused
-        data = self.repos.get(f"{request.match_info['owner']}/{request.match_info['repo']}")
-        if data is None:
-            return self._answer(request, 404, NOT_FOUND_BODY)
+        data = self._repo_for(request)
+        if isinstance(data, web.StreamResponse):
+            return data
         items = list(data.issues.values())
         state = request.query.get("state", "open")
         if state != "all":
@@ -300,25 +297,29 @@ class FakeGitHub:
         return self._listing(request, items)
 
     async def _list_comments(self, request: web.Request) -> web.StreamResponse:
-        refused = self._refuse(request)
-        if refused is not None:
-            return refused
-        data = self.repos.get(f"{request.match_info['owner']}/{request.match_info['repo']}")
-        if data is None:
-            return self._answer(request, 404, NOT_FOUND_BODY)
+        data = self._repo_for(request)
+        if isinstance(data, web.StreamResponse):
+            return data
         return self._listing(request, list(data.comments.values()))
 
     async def _issue_comments(self, request: web.Request) -> web.StreamResponse:
-        refused = self._refuse(request)
-        if refused is not None:
-            return refused
-        data = self.repos.get(f"{request.match_info['owner']}/{request.match_info['repo']}")
+        data = self._repo_for(request)
+        if isinstance(data, web.StreamResponse):
+            return data
         number = int(request.match_info["number"])
-        if data is None or number not in data.issues:
+        if number not in data.issues:
             return self._answer(request, 404, NOT_FOUND_BODY)
         url = data.issues[number]["url"]
         items = sorted((c for c in data.comments.values() if c["issue_url"] == url), key=lambda c: c["id"])
         return self._listing(request, items, sort=False)
+
+    def _repo_for(self, request: web.Request) -> _RepoData | web.StreamResponse:
+        """The repository a request names, or the answer refusing it (auth first, as GitHub)."""
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        data = self.repos.get(f"{request.match_info['owner']}/{request.match_info['repo']}")
+        return self._answer(request, 404, NOT_FOUND_BODY) if data is None else data
 
     def _listing(
         self, request: web.Request, items: list[dict[str, Any]], *, sort: bool = True

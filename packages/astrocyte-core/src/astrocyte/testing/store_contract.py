@@ -152,6 +152,13 @@ HOSTILE_QUERIES: tuple[str, ...] = (
 """Query strings that break naive full-text query builders. ``keyword_search`` must accept each."""
 
 
+def _keyed(bank: str, text: str, idempotency_key: str, memory_key: str) -> MemoryRecord:
+    """A record carrying a memory key (one version of an external object)."""
+    return dataclasses.replace(
+        make_record(bank, text, idempotency_key=idempotency_key), memory_key=memory_key
+    )
+
+
 def _optional(store: Store, name: str) -> Any:
     """An optional Store method; the check skips (never fails) for a store without it."""
     method = getattr(store, name, None)
@@ -992,7 +999,7 @@ class StoreContract:
     async def test_keyed_same_version_is_a_duplicate(self, store: Store) -> None:
         upsert = _optional(store, "upsert_keyed")
         bank = unique_bank("keyed-dup")
-        record = dataclasses.replace(make_record(bank, "same text", idempotency_key="v1"), memory_key="k")
+        record = _keyed(bank, "same text", "v1", "k")
         [first] = await upsert([record])
         again = dataclasses.replace(record, memory_id="another-id", text="same text, other id")
         [second] = await upsert([again])
@@ -1004,12 +1011,7 @@ class StoreContract:
     async def test_keyed_versions_in_one_call_leave_the_last(self, store: Store) -> None:
         upsert = _optional(store, "upsert_keyed")
         bank = unique_bank("keyed-batch")
-        versions = [
-            dataclasses.replace(
-                make_record(bank, f"version number {i}", idempotency_key=f"v{i}"), memory_key="k"
-            )
-            for i in range(3)
-        ]
+        versions = [_keyed(bank, f"version number {i}", f"v{i}", "k") for i in range(3)]
         outcomes = await upsert(versions)
         assert len({o.memory_id for o in outcomes}) == 1
         [hit] = await store.keyword_search([bank], "version", 5, NO_FILTERS)
@@ -1018,12 +1020,7 @@ class StoreContract:
     async def test_keyed_concurrent_versions_leave_one_memory(self, store: Store) -> None:
         upsert = _optional(store, "upsert_keyed")
         bank = unique_bank("keyed-race")
-        records = [
-            dataclasses.replace(
-                make_record(bank, f"racing edit {i}", idempotency_key=f"e{i}"), memory_key="issue"
-            )
-            for i in range(12)
-        ]
+        records = [_keyed(bank, f"racing edit {i}", f"e{i}", "issue") for i in range(12)]
         results = await asyncio.gather(*(upsert([record]) for record in records))
         assert len({outcome.memory_id for [outcome] in results}) == 1
         assert await store.count([bank], NO_FILTERS) == 1
@@ -1032,8 +1029,8 @@ class StoreContract:
     async def test_forget_keys_deletes_only_the_keyed_memories(self, store: Store) -> None:
         upsert, forget_keys = _optional(store, "upsert_keyed"), _optional(store, "forget_keys")
         bank = unique_bank("keyed-forget")
-        a = dataclasses.replace(make_record(bank, "comment one", idempotency_key="a@1"), memory_key="a")
-        b = dataclasses.replace(make_record(bank, "comment two", idempotency_key="b@1"), memory_key="b")
+        a = _keyed(bank, "comment one", "a@1", "a")
+        b = _keyed(bank, "comment two", "b@1", "b")
         await upsert([a, b])
         await store.insert([make_record(bank, "unkeyed note")])
         assert await forget_keys(bank, ["a", "missing"]) == 1
@@ -1047,9 +1044,7 @@ class StoreContract:
     async def test_keyed_memory_forgotten_by_id_can_come_back(self, store: Store) -> None:
         upsert = _optional(store, "upsert_keyed")
         bank = unique_bank("keyed-byid")
-        record = dataclasses.replace(
-            make_record(bank, "returning issue", idempotency_key="r@1"), memory_key="r"
-        )
+        record = _keyed(bank, "returning issue", "r@1", "r")
         [first] = await upsert([record])
         assert await store.forget(bank, ForgetSelector(memory_ids=(first.memory_id,))) == 1
         [back] = await upsert([dataclasses.replace(record, idempotency_key="r@2")])
