@@ -81,6 +81,7 @@ def make_driver(github: FakeGitHub) -> Callable[..., GitHubIssuesDriver]:
             "lease_seconds": 5,
             **overrides,
         }
+        mapping = {k: v for k, v in mapping.items() if v is not None or k != "token"}
         return GitHubIssuesDriver(sink.source_id, GitHubIssuesDriver.validate_config(mapping), sink=sink)
 
     return make

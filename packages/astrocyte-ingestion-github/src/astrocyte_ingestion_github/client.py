@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from astrocyte_ingestion_github.app_auth import InstallationTokens
+
 log = logging.getLogger("astrocyte_ingestion_github")
 
 API_VERSION = "2022-11-28"
@@ -90,6 +92,7 @@ class GitHubClient:
         max_wait: float = 300.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_down: Callable[[str], None] | None = None,
+        app_tokens: InstallationTokens | None = None,
     ) -> None:
         headers = {
             "Accept": "application/vnd.github+json",
@@ -106,6 +109,7 @@ class GitHubClient:
         self._max_wait = max_wait
         self._sleep = sleep
         self._on_down = on_down
+        self._app_tokens = app_tokens
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -134,9 +138,14 @@ class GitHubClient:
 
     async def _send(self, url: str, params: Mapping[str, str] | None, etag: str | None) -> httpx.Response:
         headers = {"If-None-Match": etag} if etag else {}
+        if self._app_tokens is not None:
+            headers["Authorization"] = f"Bearer {await self._app_tokens.token(self._http)}"
         target = url if url.startswith(("http://", "https://")) else self.api_url + url
         self.requests += 1
-        return await self._http.get(target, params=params, headers=headers)
+        response = await self._http.get(target, params=params, headers=headers)
+        if response.status_code == 401 and self._app_tokens is not None:
+            self._app_tokens.invalidate()  # the next request mints a fresh token
+        return response
 
     def _page(self, response: httpx.Response) -> Page:
         etag = response.headers.get("etag")

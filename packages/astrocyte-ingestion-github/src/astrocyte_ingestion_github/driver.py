@@ -23,6 +23,7 @@ from astrocyte.ingest.driver import DriverHealth, DriverState, validate_model
 from astrocyte.ingest.sink import Sink
 from astrocyte.ingest.state import SourceState
 
+from astrocyte_ingestion_github.app_auth import InstallationTokens
 from astrocyte_ingestion_github.client import GitHubClient, GitHubError, TransportDown
 from astrocyte_ingestion_github.config import GitHubSourceConfig
 from astrocyte_ingestion_github.mapping import Repo
@@ -58,6 +59,7 @@ class GitHubIssuesDriver:
             max_wait=config.max_retry_seconds,
             sleep=self._sleep,
             on_down=self._down,
+            app_tokens=InstallationTokens(config.app, config.api_url) if config.app else None,
         )
         self.repos = [Repo.parse(name) for name in config.repositories]
         self.syncs = {

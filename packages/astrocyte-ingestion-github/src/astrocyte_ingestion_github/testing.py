@@ -100,6 +100,9 @@ class FakeGitHub:
         self.rate_remaining = rate_limit
         self.rate_reset = time.time() + 3600
         self.down = False
+        self.app_public_key: str | None = None  # PEM; set to accept GitHub App installation tokens
+        self.app_tokens: dict[str, int] = {}  # installation token -> installation id
+        self.app_jwt_claims: list[dict[str, Any]] = []
         self._ids = itertools.count(1_000_001)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -116,6 +119,7 @@ class FakeGitHub:
         app.router.add_get("/repos/{owner}/{repo}/issues", self._list_issues)
         app.router.add_get("/repos/{owner}/{repo}/issues/comments", self._list_comments)
         app.router.add_get("/repos/{owner}/{repo}/issues/{number}/comments", self._issue_comments)
+        app.router.add_post("/app/installations/{installation}/access_tokens", self._installation_token)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await self._listen(0)
@@ -355,8 +359,34 @@ class FakeGitHub:
             return self._answer(request, 304, None, headers, count=False)
         return self._answer(request, 200, body, headers)
 
+    async def _installation_token(self, request: web.Request) -> web.StreamResponse:
+        """``POST /app/installations/{id}/access_tokens``: a JWT signed by the App buys a token."""
+        import jwt
+
+        presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        try:
+            assert self.app_public_key is not None
+            claims = jwt.decode(presented, self.app_public_key, algorithms=["RS256"])
+        except (AssertionError, jwt.InvalidTokenError):
+            body = {
+                "message": "A JSON web token could not be decoded",
+                "documentation_url": "https://docs.github.com/rest",
+            }
+            return self._answer(request, 401, body, count=False)
+        self.app_jwt_claims.append(claims)
+        token = "ghs_" + uuid.uuid4().hex
+        self.app_tokens[token] = int(request.match_info["installation"])
+        answer: dict[str, Any] = {
+            "token": token,
+            "expires_at": iso(time.time() + 3600),
+            "permissions": {"issues": "read", "metadata": "read"},
+            "repository_selection": "selected",
+        }
+        return self._answer(request, 201, answer, count=False)
+
     def _refuse(self, request: web.Request) -> web.StreamResponse | None:
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if presented != self.token and presented not in self.app_tokens:
             return self._answer(request, 401, BAD_CREDENTIALS_BODY, count=False)
         if self.rate_remaining <= 0 and time.time() >= self.rate_reset:  # a new rate-limit window
             self.rate_remaining, self.rate_reset = self.rate_limit, time.time() + 3600
