@@ -7,6 +7,7 @@ imported the gateway would fail here.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tomllib
 from pathlib import Path
@@ -80,20 +81,42 @@ def contracts(session: nox.Session) -> None:
             _pytest(session, folder, folder / "tests" / "contract")
 
 
+PLUGINS = ROOT / "gateway-plugins"
+
+
+def _tool(session: nox.Session, env_var: str, name: str) -> str:
+    """A test tool from its ASTROCYTE_TEST_* variable (set by `scripts/services env`) or PATH."""
+    found = os.environ.get(env_var) or shutil.which(name)
+    if not found:
+        session.error(f"{name} not found: run `scripts/services up` (it installs and checks it)")
+    return found
+
+
 @nox.session(python="3.11")
 def plugins(session: nox.Session) -> None:
-    """API-gateway plugin tests. Azure APIM: policy XML, named values, OpenAPI contract, deploy files."""
+    """API-gateway plugin tests. Kong and APISIX: luacheck, busted, then end to end in real nginx
+    (gateway-plugins/lua-shared/tests). Azure APIM: policy XML, named values, OpenAPI contract,
+    deploy files."""
+    with session.chdir(PLUGINS):
+        session.run(_tool(session, "ASTROCYTE_TEST_LUACHECK_BIN", "luacheck"), ".", external=True)
+    busted = _tool(session, "ASTROCYTE_TEST_BUSTED_BIN", "busted")
+    for config in sorted(PLUGINS.glob("*/tests/.busted")):
+        with session.chdir(config.parent):
+            session.run(busted, external=True)
     session.install(
-        "pytest>=8", "lxml>=5", "pycep-parser>=0.7", "python-hcl2>=7", "PyYAML>=6", "openai>=1.40"
-    )
-    # The APIM policies are run against a real gateway (their expressions need `scripts/services up mono`).
+        "pytest>=8", "pytest-timeout>=2.3", "lxml>=5", "pycep-parser>=0.7", "python-hcl2>=7", "PyYAML>=6",
+        "openai>=1.40",
+    )  # fmt: skip
+    # The APIM policies and the Lua plugins are run against a real gateway.
     session.install(str(CORE), str(PACKAGES["astrocyte-gateway-py"]))
-    apim = ROOT / "gateway-plugins" / "azure-apim"
+    apim = PLUGINS / "azure-apim"
     session.run(
         "python", "-m", "pytest", str(apim / "tests"), f"--rootdir={apim}", "-p", "no:cacheprovider", "-ra",
         *session.posargs,
         env={"PYTHONDONTWRITEBYTECODE": "1"},
     )  # fmt: skip
+    lua_tests = PLUGINS / "lua-shared" / "tests"
+    _pytest(session, lua_tests, lua_tests)
 
 
 @nox.session(python="3.11")

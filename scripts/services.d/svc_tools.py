@@ -46,7 +46,7 @@ class Nginx(Service):
     """Checks that nginx loads the Lua module and serves a Lua response; starts nothing that stays."""
 
     name = "nginx"
-    packages = ("nginx", "libnginx-mod-http-lua", "lua-cjson", "lua-busted")
+    packages = ("nginx", "libnginx-mod-http-lua", "lua-cjson", "lua-busted", "lua-check")
 
     def missing_debs(self) -> list[str]:
         return [package for package in self.packages if not deb_installed(package)]
@@ -62,12 +62,15 @@ class Nginx(Service):
         modules_conf.write_text(f"load_module {NDK_MODULE};\nload_module {LUA_MODULE};\n")
         self._smoke_test(str(nginx), modules_conf.read_text())
         run([str(busted), "--version"], self.log, timeout=30)
+        luacheck = _bin("luacheck")
+        require(luacheck is not None, "luacheck binary not found after install", self.log)
         env = {
             "ASTROCYTE_TEST_NGINX_BIN": str(nginx),
             "ASTROCYTE_TEST_NGINX_LUA_MODULE": str(LUA_MODULE),
             "ASTROCYTE_TEST_NGINX_NDK_MODULE": str(NDK_MODULE),
             "ASTROCYTE_TEST_NGINX_MODULES_CONF": str(modules_conf),
             "ASTROCYTE_TEST_BUSTED_BIN": str(busted),
+            "ASTROCYTE_TEST_LUACHECK_BIN": str(luacheck),
         }
         save_state(self.name, {"ready": True, "env": env})
         say(f"nginx: {nginx} serves Lua (modules: {modules_conf}); busted at {busted}")
