@@ -266,6 +266,8 @@ class Astrocyte:
         content = check.validate_content(request.content)
         tags = check.validate_tags(request.tags)
         check.validate_retain_fields(request)
+        if request.source is not None:
+            self.policy.check_source(context, request.source)
         self.policy.check_sizes(content, request.metadata, tags)
         text = self.policy.screen(content)
         metadata, tags = self.policy.screen_fields(request.metadata, tags)
