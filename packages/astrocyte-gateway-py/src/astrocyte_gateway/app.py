@@ -87,7 +87,6 @@ def _add_middleware(app: FastAPI, runtime: GatewayRuntime) -> None:
             per_second=settings.rate_limit_per_second,
             burst=settings.rate_limit_burst,
         )
-    app.add_middleware(ClientIpMiddleware, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(
         RequestGuardMiddleware,
         max_header_bytes=settings.max_header_bytes,
@@ -95,6 +94,7 @@ def _add_middleware(app: FastAPI, runtime: GatewayRuntime) -> None:
         allowed_hosts=settings.allowed_hosts,
         allowed_origins=settings.cors_origins,
     )
+    app.add_middleware(ClientIpMiddleware, trusted_proxies=settings.trusted_proxies)
     if settings.cors_origins:  # outside the guard: it answers preflights in its own words
         app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     app.add_middleware(AccessLogMiddleware, metrics=runtime.metrics, enabled=settings.access_log)

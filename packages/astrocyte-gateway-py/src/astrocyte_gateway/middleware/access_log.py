@@ -43,9 +43,13 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_and_see)
         except ClientDisconnect:
-            # Nobody is left to answer; a client going away is not a gateway failure.
-            status = CLIENT_CLOSED
-            log.info("client went away before its request was read (%s %s)", scope["method"], scope["path"])
+            # Nobody is left to answer; a client going away is not a gateway failure. The server
+            # protocol marks a body that did not arrive in time, which it answered 408 itself.
+            if scope_state(scope).get("timed_out"):
+                status = 408
+            else:
+                status = CLIENT_CLOSED
+                log.info("client went away before its request was read (%s %s)", scope["method"], scope["path"])
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
