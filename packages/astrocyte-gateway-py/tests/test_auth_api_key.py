@@ -25,7 +25,9 @@ async def test_missing_and_invalid_keys_are_401(brain: Astrocyte) -> None:
         )
         ok = await http.post("/v1/retain", json=RETAIN, headers={"X-API-Key": "agent-key-123-0123456789"})
         assert ok.status_code == 200
-        bearer = await http.post("/v1/retain", json=RETAIN, headers={"Authorization": "Bearer agent-key-123-0123456789"})
+        bearer = await http.post(
+            "/v1/retain", json=RETAIN, headers={"Authorization": "Bearer agent-key-123-0123456789"}
+        )
         assert bearer.status_code == 200
 
 
@@ -74,4 +76,6 @@ async def test_acting_for_reaches_the_core_policy() -> None:
         alone = {"X-API-Key": "svc-key-456-0123456789"}
         assert (await http.post("/v1/retain", json=carol, headers=alone)).status_code == 200
         # An untrusted key with no grant at all is denied by the core, not by the gateway.
-        assert_error(await http.post("/v1/retain", json=RETAIN, headers={"X-API-Key": "agent-key-123-0123456789"}), 403)
+        assert_error(
+            await http.post("/v1/retain", json=RETAIN, headers={"X-API-Key": "agent-key-123-0123456789"}), 403
+        )

@@ -29,8 +29,18 @@ def gateway(memory_config: Path, tmp_path: Path) -> Iterator[int]:
         "ASTROCYTE_BODY_TIMEOUT_SECONDS": TIMEOUT_SECONDS,
         "ASTROCYTE_ACCESS_LOG": "false",
     }
-    command = [sys.executable, "-m", "astrocyte_gateway.cli", "--port", str(port), "--config", str(memory_config)]
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "astrocyte_gateway.cli",
+        "--port",
+        str(port),
+        "--config",
+        str(memory_config),
+    ]
+    process = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         assert process.stdout is not None
         for line in process.stdout:  # "listening" comes only once the app serves
@@ -85,7 +95,9 @@ async def test_a_slow_header_flood_is_bounded_and_others_are_served(gateway: int
         await trickling
         for _, writer in conns:
             writer.close()
-    statuses = [answer[9:12] if answer.startswith(b"HTTP/1.1 ") else answer or b"closed" for answer in answers]
+    statuses = [
+        answer[9:12] if answer.startswith(b"HTTP/1.1 ") else answer or b"closed" for answer in answers
+    ]
     assert set(statuses) <= {b"408", b"429", b"reset"}, set(statuses)
     assert statuses.count(b"408") <= 64  # at most the per-client cap was ever held open
     assert statuses.count(b"408") >= 1 and any(b"request_timeout" in a for a in answers)

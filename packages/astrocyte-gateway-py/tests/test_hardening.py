@@ -56,7 +56,9 @@ async def test_a_prefixed_hop_does_not_escape_the_limiter(brain: Astrocyte, head
 async def test_trusted_hops_are_skipped_from_the_right(brain: Astrocyte) -> None:
     async with serve(_limited_env(), brain, client=("10.1.2.3", 4000)) as (http, _):
         # client, then two trusted proxies: the client is the rightmost untrusted hop.
-        assert (await http.get("/v1/banks", headers={"X-Forwarded-For": "203.0.113.5, 10.0.0.7"})).status_code == 200
+        assert (
+            await http.get("/v1/banks", headers={"X-Forwarded-For": "203.0.113.5, 10.0.0.7"})
+        ).status_code == 200
         again = await http.get("/v1/banks", headers={"X-Forwarded-For": "203.0.113.5"})
         assert_error(again, 429, "rate_limited")
         other = await http.get("/v1/banks", headers={"Forwarded": 'for="[2001:db8::1]:443", for=10.0.0.7'})
@@ -135,15 +137,21 @@ async def test_non_standard_json_and_non_json_content_types_are_refused(client: 
     response = await client.post("/v1/retain", content=nan, headers={"content-type": "application/json"})
     assert_error(response, 400, "json_non_standard")
     inf = b'{"query": "x", "bank_id": "b", "max_results": Infinity}'
-    assert (await client.post("/v1/recall", content=inf, headers={"content-type": "application/json"})).status_code == 400
+    assert (
+        await client.post("/v1/recall", content=inf, headers={"content-type": "application/json"})
+    ).status_code == 400
     words = b'{"content": "NaN and Infinity are words here", "bank_id": "b"}'
-    assert (await client.post("/v1/retain", content=words, headers={"content-type": "application/json"})).status_code == 200
+    assert (
+        await client.post("/v1/retain", content=words, headers={"content-type": "application/json"})
+    ).status_code == 200
     body = json.dumps({"content": "x", "bank_id": "b"}).encode()
     for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
         headers = {"content-type": content_type} if content_type else {}
         response = await client.post("/v1/retain", content=body, headers=headers)
         assert_error(response, 415, "unsupported_media_type")
-    vendor = await client.post("/v1/retain", content=body, headers={"content-type": "application/vnd.x+json; charset=utf-8"})
+    vendor = await client.post(
+        "/v1/retain", content=body, headers={"content-type": "application/vnd.x+json; charset=utf-8"}
+    )
     assert vendor.status_code == 200
 
 
@@ -219,38 +227,57 @@ async def test_a_writer_chosen_source_earns_no_tier() -> None:
         real = {"content": "Policy: refunds need a receipt", "bank_id": "kb", "source": "handbook"}
         trusted = await http.post("/v1/retain", json=real, headers={"X-API-Key": "sync-key-0123456789abcdef"})
         assert trusted.status_code == 200
-        hits = (await http.post("/v1/recall", json={"query": "refunds receipt", "bank_id": "kb"}, headers={"X-API-Key": KEY_BOB})).json()["hits"]
+        hits = (
+            await http.post(
+                "/v1/recall",
+                json={"query": "refunds receipt", "bank_id": "kb"},
+                headers={"X-API-Key": KEY_BOB},
+            )
+        ).json()["hits"]
     tiers = {hit["text"]: hit["authority_tier"] for hit in hits}
-    assert tiers == {"Policy: refunds need a receipt": "policy", "refunds need a receipt, says bob": "user-notes"}
+    assert tiers == {
+        "Policy: refunds need a receipt": "policy",
+        "refunds need a receipt, says bob": "user-notes",
+    }
 
 
 # -- 16.2 the dev mode and the browser ---------------------------------------------------------
 
 
 async def test_a_cross_site_simple_request_cannot_forget_a_bank(client: httpx.AsyncClient) -> None:
-    assert (await client.post("/v1/retain", json={"content": "keep me", "bank_id": "user-dev"})).status_code == 200
+    assert (
+        await client.post("/v1/retain", json={"content": "keep me", "bank_id": "user-dev"})
+    ).status_code == 200
     body = json.dumps({"bank_id": "user-dev", "scope": "all"})
     simple = await client.post("/v1/forget", content=body, headers={"content-type": "text/plain"})
     assert_error(simple, 415, "unsupported_media_type")
     cross_site = await client.post(
-        "/v1/forget", content=body, headers={"content-type": "application/json", "Origin": "https://evil.example"}
+        "/v1/forget",
+        content=body,
+        headers={"content-type": "application/json", "Origin": "https://evil.example"},
     )
     assert_error(cross_site, 403, "origin_not_allowed")
     rebound = await client.post(
-        "/v1/forget", content=body, headers={"content-type": "application/json", "Host": "rebind.evil.example"}
+        "/v1/forget",
+        content=body,
+        headers={"content-type": "application/json", "Host": "rebind.evil.example"},
     )
     assert_error(rebound, 400, "host_not_allowed")
     assert (await client.get("/v1/banks/user-dev")).json()["memory_count"] == 1
     for host in ("localhost:8080", "127.0.0.1:8080", "[::1]:8080", "app.localhost"):
         assert (await client.get("/v1/banks", headers={"Host": host})).status_code == 200
-    same_origin = await client.get("/v1/banks", headers={"Host": "localhost:8080", "Origin": "http://localhost:8080"})
+    same_origin = await client.get(
+        "/v1/banks", headers={"Host": "localhost:8080", "Origin": "http://localhost:8080"}
+    )
     assert same_origin.status_code == 200
 
 
 async def test_configured_hosts_are_served(brain: Astrocyte) -> None:
     async with serve({"ASTROCYTE_ALLOWED_HOSTS": "memory.example.com"}, brain) as (http, _):
         assert (await http.get("/v1/banks", headers={"Host": "memory.example.com"})).status_code == 200
-        assert_error(await http.get("/v1/banks", headers={"Host": "other.example.com"}), 400, "host_not_allowed")
+        assert_error(
+            await http.get("/v1/banks", headers={"Host": "other.example.com"}), 400, "host_not_allowed"
+        )
 
 
 # -- 16.4 / 16.5 redirects and /health ---------------------------------------------------------
@@ -297,7 +324,9 @@ async def test_owner_banks_keep_bob_out_of_alice(tmp_path: Any) -> None:
         alice, bob = {"X-API-Key": KEY_ALICE}, {"X-API-Key": KEY_BOB}
         mine = {"content": "alice's secret", "bank_id": "user:alice"}
         assert (await http.post("/v1/retain", json=mine, headers=alice)).status_code == 200
-        assert_error(await http.post("/v1/recall", json={"query": "secret", "bank_id": "user:alice"}, headers=bob), 404)
+        assert_error(
+            await http.post("/v1/recall", json={"query": "secret", "bank_id": "user:alice"}, headers=bob), 404
+        )
         assert_error(await http.post("/v1/retain", json=mine, headers=bob), 403, "access_denied")
         assert (await http.get("/v1/banks", headers=bob)).json()["banks"] == []
 

@@ -13,11 +13,11 @@ import httpx
 import pytest
 import schemathesis
 from astrocyte.ingest.webhook import sign
-from schemathesis.core import NotSet
 from astrocyte_gateway import Settings, create_app
 from conftest import GatewayProcess
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core import NotSet
 
 ADMIN_TOKEN = "fuzz-admin-token"
 HOOK_SECRET = "fuzz-hook-secret"

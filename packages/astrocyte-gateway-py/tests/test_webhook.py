@@ -35,7 +35,10 @@ CONFIG = {
         }
     },
 }
-ENV = {"ASTROCYTE_AUTH_MODE": "api_key", "ASTROCYTE_API_KEYS": json.dumps({"reader-key-0123456789": "agent:reader"})}
+ENV = {
+    "ASTROCYTE_AUTH_MODE": "api_key",
+    "ASTROCYTE_API_KEYS": json.dumps({"reader-key-0123456789": "agent:reader"}),
+}
 
 
 def signed(body: bytes, delivery: str, timestamp: int | None = None) -> dict[str, str]:
@@ -69,7 +72,9 @@ async def test_signed_delivery_is_retained_as_the_source_principal(http: httpx.A
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "stored"
     found = await http.post(
-        "/v1/recall", json={"query": "build failed", "bank_id": "inbox"}, headers={"X-API-Key": "reader-key-0123456789"}
+        "/v1/recall",
+        json={"query": "build failed", "bank_id": "inbox"},
+        headers={"X-API-Key": "reader-key-0123456789"},
     )
     assert found.json()["hits"][0]["text"] == "build 42 failed on main"
 
@@ -99,7 +104,10 @@ async def test_replay_on_another_replica_under_any_headers_stores_nothing() -> N
             replay = await second.post("/v1/ingest/webhook/hooks", content=body, headers=headers)
             assert replay.status_code == 200 and replay.json()["status"] == "duplicate"
             assert replay.json()["memory_id"] == stored.json()["memory_id"]
-            for forged in ({**headers, "webhook-id": "msg_new"}, {k: v for k, v in headers.items() if k != "webhook-id"}):
+            for forged in (
+                {**headers, "webhook-id": "msg_new"},
+                {k: v for k, v in headers.items() if k != "webhook-id"},
+            ):
                 refused = await second.post("/v1/ingest/webhook/hooks", content=body, headers=forged)
                 assert_error(refused, 401, "webhook_signature_invalid")
             assert await _memory_count(engine) == 1

@@ -68,7 +68,10 @@ def test_standard_webhooks_reference_vector() -> None:
 def test_the_id_is_signed_so_a_replay_under_another_id_is_refused() -> None:
     verifier = WebhookVerifier([OLD], clock=Clock())
     captured = standard()
-    for forged in ({**captured, "webhook-id": "msg_2"}, {k: v for k, v in captured.items() if k != "webhook-id"}):
+    for forged in (
+        {**captured, "webhook-id": "msg_2"},
+        {k: v for k, v in captured.items() if k != "webhook-id"},
+    ):
         assert code_of(verifier, forged) == "webhook_signature_invalid"
 
 

@@ -113,12 +113,12 @@ def _lifespan(runtime: GatewayRuntime, owns_brain: bool) -> Any:
             if runtime.limiter is not None:
                 await runtime.limiter.open()
                 stack.push_async_callback(runtime.limiter.close)
+            brain: Any = build_engine(runtime.settings) if owns_brain else runtime.brain
+            check_access_control(runtime.settings, brain.config)  # before anything is opened
             if owns_brain:
-                brain = build_engine(runtime.settings)
                 await stack.enter_async_context(brain)
                 runtime.brain = brain
                 stack.callback(setattr, runtime, "brain", None)
-            check_access_control(runtime.settings, runtime.brain.config)
             await start_ingest(runtime, stack)
             yield
 

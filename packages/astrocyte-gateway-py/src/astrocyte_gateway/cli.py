@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+
 import uvicorn
 from astrocyte.errors import AstrocyteError, ConfigError
 

@@ -177,7 +177,9 @@ def _match_any(candidates: Sequence[bytes], expected: Sequence[bytes]) -> None:
         raise _invalid("the webhook signature does not match any active secret")
 
 
-def sign(secret: str | bytes, body: bytes, timestamp: int | str | None = None, delivery_id: str | None = None) -> str:
+def sign(
+    secret: str | bytes, body: bytes, timestamp: int | str | None = None, delivery_id: str | None = None
+) -> str:
     """The signature header value a sender computes: with ``delivery_id`` and ``timestamp`` the
     Standard Webhooks ``v1,<base64>``; without them the GitHub ``sha256=<hex>`` over the body."""
     key = secret_key(secret)

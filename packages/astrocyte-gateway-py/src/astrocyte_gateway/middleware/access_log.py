@@ -49,7 +49,9 @@ class AccessLogMiddleware:
                 status = 408
             else:
                 status = CLIENT_CLOSED
-                log.info("client went away before its request was read (%s %s)", scope["method"], scope["path"])
+                log.info(
+                    "client went away before its request was read (%s %s)", scope["method"], scope["path"]
+                )
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

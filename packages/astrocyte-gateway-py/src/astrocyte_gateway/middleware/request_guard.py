@@ -79,7 +79,11 @@ class RequestGuardMiddleware:
                 seen_credential, credentials = True, name
             elif name == b"x-astrocyte-principal":
                 if principal is not None and principal != value:
-                    return 400, "header_ambiguous", "X-Astrocyte-Principal is given twice with different values"
+                    return (
+                        400,
+                        "header_ambiguous",
+                        "X-Astrocyte-Principal is given twice with different values",
+                    )
                 principal = value
             elif name == b"host":
                 host = value
@@ -92,7 +96,11 @@ class RequestGuardMiddleware:
             elif name == b"transfer-encoding":
                 has_body = True
         if total > self.max_header_bytes:
-            return 431, "headers_too_large", f"the request headers are larger than {self.max_header_bytes} bytes"
+            return (
+                431,
+                "headers_too_large",
+                f"the request headers are larger than {self.max_header_bytes} bytes",
+            )
         if host is not None and not self._host_allowed(host):
             return 400, "host_not_allowed", "the Host header names a host this gateway does not serve"
         if origin is not None and not self._origin_allowed(origin, host):
@@ -104,7 +112,9 @@ class RequestGuardMiddleware:
     def _host_allowed(self, host: bytes) -> bool:
         known = self._host_ok.get(host)
         if known is None:
-            known = self.any_host or _host_name_allowed(_strip_port(host.decode("latin-1").lower()), self.allowed_hosts)
+            known = self.any_host or _host_name_allowed(
+                _strip_port(host.decode("latin-1").lower()), self.allowed_hosts
+            )
             if len(self._host_ok) < 1024:
                 self._host_ok[host] = known
         return known
@@ -115,7 +125,12 @@ class RequestGuardMiddleware:
             return True
         # Same origin: the page was served by this gateway (the docs UI).
         scheme, sep, authority = text.partition("://")
-        return bool(sep and host is not None and scheme in ("http", "https") and authority == host.decode("latin-1").lower())
+        return bool(
+            sep
+            and host is not None
+            and scheme in ("http", "https")
+            and authority == host.decode("latin-1").lower()
+        )
 
 
 def _strip_port(host: str) -> str:
