@@ -334,3 +334,18 @@ async def test_owner_banks_keep_bob_out_of_alice(tmp_path: Any) -> None:
 def test_short_api_keys_are_refused() -> None:
     with pytest.raises(ConfigError, match="shorter than 16"):
         Settings.from_env({"ASTROCYTE_AUTH_MODE": "api_key", "ASTROCYTE_API_KEYS": '{"short": "user:a"}'})
+
+
+async def test_metrics_on_a_separate_port(brain: Astrocyte) -> None:
+    from conftest import free_port
+
+    port = free_port()
+    env = {**API_ENV, "ASTROCYTE_METRICS_PORT": str(port)}
+    async with serve(env, brain) as (http, _):
+        await http.get("/live")
+        async with httpx.AsyncClient() as scraper:
+            scraped = await scraper.get(f"http://127.0.0.1:{port}/metrics")
+        assert scraped.status_code == 200 and "astrocyte_gateway_requests_total" in scraped.text
+        assert_error(await http.get("/metrics"), 403, "metrics_token_required")  # main port unchanged
+    with pytest.raises(httpx.ConnectError):  # stopped with the app
+        httpx.get(f"http://127.0.0.1:{port}/metrics")

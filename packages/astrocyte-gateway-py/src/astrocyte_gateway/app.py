@@ -16,7 +16,7 @@ from astrocyte_gateway.engine import build_engine, check_access_control
 from astrocyte_gateway.errors import install_error_handlers
 from astrocyte_gateway.ingest_runtime import start_ingest
 from astrocyte_gateway.limiter import build_client_limiter
-from astrocyte_gateway.metrics import GatewayMetrics
+from astrocyte_gateway.metrics import GatewayMetrics, serve_metrics
 from astrocyte_gateway.middleware.access_log import AccessLogMiddleware
 from astrocyte_gateway.middleware.body_limit import BodyLimitMiddleware
 from astrocyte_gateway.middleware.client_ip import ClientIpMiddleware
@@ -120,6 +120,8 @@ def _lifespan(runtime: GatewayRuntime, owns_brain: bool) -> Any:
                 runtime.brain = brain
                 stack.callback(setattr, runtime, "brain", None)
             await start_ingest(runtime, stack)
+            if runtime.settings.metrics_port is not None:
+                stack.callback(serve_metrics(runtime))
             yield
 
     return lifespan

@@ -79,6 +79,8 @@ class Settings:
     max_header_bytes: int = 16_384
     max_credential_bytes: int = 8_192
     metrics_access: Literal["open", "admin"] | None = None  # None: open in dev mode, admin otherwise
+    metrics_port: int | None = None  # a second, unauthenticated listener serving only the metrics
+    metrics_host: str = "127.0.0.1"
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
     max_connections_per_client: int = 64
@@ -111,6 +113,8 @@ class Settings:
             "max_header_bytes": _int(env, "ASTROCYTE_MAX_HEADER_BYTES", 16_384),
             "max_credential_bytes": _int(env, "ASTROCYTE_MAX_CREDENTIAL_BYTES", 8_192),
             "metrics_access": env.get("ASTROCYTE_METRICS_ACCESS") or None,
+            "metrics_port": _int(env, "ASTROCYTE_METRICS_PORT", 0) or None,
+            "metrics_host": env.get("ASTROCYTE_METRICS_HOST", "127.0.0.1"),
             "header_timeout_seconds": _number(env, "ASTROCYTE_HEADER_TIMEOUT_SECONDS", 10.0),
             "body_timeout_seconds": _number(env, "ASTROCYTE_BODY_TIMEOUT_SECONDS", 30.0),
             "max_connections_per_client": _int(env, "ASTROCYTE_MAX_CONNECTIONS_PER_CLIENT", 64),
@@ -159,6 +163,10 @@ class Settings:
             raise _err("ASTROCYTE_RATE_LIMIT_MAX_CLIENTS", "must be at least 1")
         if self.metrics_access is not None and self.metrics_access not in _METRICS_ACCESS:
             raise _err("ASTROCYTE_METRICS_ACCESS", "must be open or admin")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise _err("ASTROCYTE_METRICS_PORT", "must be between 1 and 65535")
+        if self.metrics_port is not None and self.workers > 1:
+            raise _err("ASTROCYTE_METRICS_PORT", "one metrics listener per process: use it with one worker")
         if self.max_credential_bytes < 256 or self.max_header_bytes < self.max_credential_bytes:
             raise _err(
                 "ASTROCYTE_MAX_HEADER_BYTES",
