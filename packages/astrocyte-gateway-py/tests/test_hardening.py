@@ -347,5 +347,6 @@ async def test_metrics_on_a_separate_port(brain: Astrocyte) -> None:
             scraped = await scraper.get(f"http://127.0.0.1:{port}/metrics")
         assert scraped.status_code == 200 and "astrocyte_gateway_requests_total" in scraped.text
         assert_error(await http.get("/metrics"), 403, "metrics_token_required")  # main port unchanged
-    with pytest.raises(httpx.ConnectError):  # stopped with the app
-        httpx.get(f"http://127.0.0.1:{port}/metrics")
+    async with httpx.AsyncClient() as scraper:
+        with pytest.raises(httpx.ConnectError):  # stopped with the app
+            await scraper.get(f"http://127.0.0.1:{port}/metrics")
