@@ -54,6 +54,7 @@ def _run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.Complete
     [
         ("missing_config", "config file not found"),
         ("unknown_store", "no provider named 'nosuch'"),
+        ("uninstalled_driver", "no provider named 'nosuch-driver'"),
         ("no_access_control", "without access control"),
         ("port_in_use", "cannot listen on 127.0.0.1"),
     ],
@@ -70,6 +71,11 @@ def test_bad_start_up_is_one_line_and_exit_2(case: str, expected: str, tmp_path:
             config = tmp_path / "nope.yaml"
         elif case == "unknown_store":
             config.write_text("store: nosuch\nembedder: hashing\n", encoding="utf-8")
+        elif case == "uninstalled_driver":
+            config.write_text(
+                "store: memory\nembedder: hashing\nsources:\n  s:\n    type: stream\n    driver: nosuch-driver\n",
+                encoding="utf-8",
+            )
         elif case == "no_access_control":
             env = {"ASTROCYTE_AUTH_MODE": "api_key", "ASTROCYTE_API_KEYS": '{"k-0123456789abcdef": "user:a"}'}
         result = _run_cli(["--config", str(config), "--port", str(port)], tmp_path, **env)
