@@ -264,7 +264,7 @@ async def test_a_cross_site_simple_request_cannot_forget_a_bank(client: httpx.As
     )
     assert_error(rebound, 400, "host_not_allowed")
     assert (await client.get("/v1/banks/user-dev")).json()["memory_count"] == 1
-    for host in ("localhost:8080", "127.0.0.1:8080", "[::1]:8080", "app.localhost"):
+    for host in ("localhost:8080", "127.0.0.1:8080", "[::1]:8080", "app.localhost", "astrocyte-gateway:8080"):
         assert (await client.get("/v1/banks", headers={"Host": host})).status_code == 200
     same_origin = await client.get(
         "/v1/banks", headers={"Host": "localhost:8080", "Origin": "http://localhost:8080"}

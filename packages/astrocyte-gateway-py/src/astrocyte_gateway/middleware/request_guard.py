@@ -7,7 +7,8 @@ One pass over the header list, before anything else reads it:
   ``credential_too_large`` (neither is parsed further, and the log names the header, not its value);
 - two ``Authorization`` or ``X-API-Key`` headers, or two ``X-Astrocyte-Principal`` headers that
   disagree, are 400 ``header_ambiguous``: a proxy that reads the last one would see another caller;
-- a ``Host`` that is not an IP literal, a loopback name or one of ``ASTROCYTE_ALLOWED_HOSTS`` is 400
+- a ``Host`` that is not an IP literal, a single-label name (``localhost``, a compose service), a
+  ``*.localhost`` name or one of ``ASTROCYTE_ALLOWED_HOSTS`` is 400
   ``host_not_allowed`` (DNS rebinding: a web page whose name resolves to 127.0.0.1 reaches a loopback
   gateway with its own name as ``Host``);
 - an ``Origin`` that is neither this gateway's own origin nor one of ``ASTROCYTE_CORS_ORIGINS`` is
@@ -27,7 +28,6 @@ from astrocyte_gateway._asgi import ASGIApp, Receive, Scope, Send, send_error
 log = logging.getLogger("astrocyte_gateway.request_guard")
 
 _CREDENTIALS = (b"authorization", b"x-api-key")
-_LOOPBACK_NAMES = ("localhost", "testserver")  # testserver: Starlette's and httpx's test transports
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
@@ -46,7 +46,7 @@ class RequestGuardMiddleware:
         self.max_credential_bytes = max_credential_bytes
         hosts = {h.lower() for h in allowed_hosts}
         self.any_host = "*" in hosts
-        self.allowed_hosts = frozenset(hosts | set(_LOOPBACK_NAMES))
+        self.allowed_hosts = frozenset(hosts)
         self.allowed_origins = frozenset(o.lower().rstrip("/") for o in allowed_origins)
         self.any_origin = "*" in self.allowed_origins
         self._host_ok: dict[bytes, bool] = {}  # Host values are few; cache the decision
@@ -142,7 +142,9 @@ def _strip_port(host: str) -> str:
 
 def _host_name_allowed(name: str, allowed: frozenset[str]) -> bool:
     # An IP literal cannot be rebound: a page is only ever same-origin with it if the gateway served it.
-    if name.startswith("[") or name.replace(".", "").isdigit():
+    # Nor can a single-label name (a compose or cluster service name): a rebinding attacker needs a
+    # name in a domain whose DNS they control.
+    if name.startswith("[") or name.replace(".", "").isdigit() or "." not in name:
         return True
     return name in allowed or name.endswith(".localhost")
 
