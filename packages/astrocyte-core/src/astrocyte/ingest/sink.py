@@ -83,6 +83,17 @@ class Sink(Protocol):
     async def submit(self, batch: Sequence[IngestMessage]) -> list[Outcome]: ...
 
 
+def report_dead_lettered(sink: Sink, raw_ref: str, code: str, reason: str) -> None:
+    """Tell the sink about an entry the driver dead-lettered without submitting it (poison: not
+    UTF-8, bad JSON, delivered too often), so it is counted and logged like a sink rejection.
+
+    Call it once per entry, when the dead-letter write succeeded (not again for a redelivery of an
+    entry already dead-lettered). Sinks without a ``record_dead_lettered`` method are left alone."""
+    record = getattr(sink, "record_dead_lettered", None)
+    if callable(record):
+        record(raw_ref, code, reason)
+
+
 class RetainManyTarget(Protocol):
     """The part of :class:`astrocyte.brain.Astrocyte` the sink uses."""
 
@@ -91,7 +102,9 @@ class RetainManyTarget(Protocol):
     ) -> Awaitable[list[RetainResult | AstrocyteError]]: ...
 
 
-SinkObserver = Callable[[Sequence[Outcome], float], None]
+# Called with a batch's outcomes and the seconds the batch took; ``None`` seconds for an entry the
+# driver dead-lettered itself (counted, but not a batch).
+SinkObserver = Callable[[Sequence[Outcome], float | None], None]
 
 
 def outcome_for_error(error: BaseException) -> Outcome:
@@ -187,13 +200,28 @@ class IngestSink:
         outcomes = [o or Outcome.failed("sink_error", "no outcome") for o in prepared.outcomes]
         for message, outcome in zip(batch, outcomes, strict=True):
             if outcome.status == "rejected":
-                log.info(
-                    "ingest message rejected",
-                    extra={"source_id": self.source_id, "raw_ref": message.raw_ref, "code": outcome.code},
-                )
+                self._log_rejected(message.raw_ref or message.idempotency_key, outcome.code, outcome.reason)
         if self._observer is not None:
             self._observer(outcomes, time.perf_counter() - started)
         return outcomes
+
+    def record_dead_lettered(self, raw_ref: str, code: str, reason: str) -> None:
+        """Count and log an entry the driver dead-lettered before it reached the sink (see
+        :func:`report_dead_lettered`): ``rejected`` in the metrics and the source's counters."""
+        self._log_rejected(raw_ref, code, reason)
+        if self._observer is not None:
+            self._observer([Outcome.rejected(code, reason)], None)
+
+    def _log_rejected(self, raw_ref: str, code: str | None, reason: str | None) -> None:
+        # The code and the entry's position are in the text too: the default formatter drops extras.
+        log.info(
+            "ingest message rejected: source %s, entry %s: %s: %s",
+            self.source_id,
+            raw_ref,
+            code,
+            (reason or "")[:200],
+            extra={"source_id": self.source_id, "raw_ref": raw_ref, "code": code},
+        )
 
     def _prepare(self, batch: Sequence[IngestMessage]) -> _Prepared:
         prepared = _Prepared([None] * len(batch), {}, {})
