@@ -19,7 +19,12 @@ from astrocyte_gateway import Settings, create_app
 from conftest import MEMORY_CONFIG, assert_error, serve
 
 KEY_ALICE, KEY_BOB = "alice-key-0123456789abcdef", "bob-key-0123456789abcdef"
-API_KEYS = {KEY_ALICE: "user:alice", KEY_BOB: "user:bob"}
+KEY_SERVICE = "chat-key-0123456789abcdef"
+API_KEYS = {
+    KEY_ALICE: "user:alice",
+    KEY_BOB: "user:bob",
+    KEY_SERVICE: {"principal": "service:chat", "trusted_service": True},
+}
 API_ENV = {"ASTROCYTE_AUTH_MODE": "api_key", "ASTROCYTE_API_KEYS": json.dumps(API_KEYS)}
 RECALL = {"query": "x", "bank_id": "b"}
 
@@ -329,6 +334,15 @@ async def test_owner_banks_keep_bob_out_of_alice(tmp_path: Any) -> None:
         )
         assert_error(await http.post("/v1/retain", json=mine, headers=bob), 403, "access_denied")
         assert (await http.get("/v1/banks", headers=bob)).json()["banks"] == []
+        # A trusted service acting for alice works in alice's bank, and only there.
+        for_alice = {"X-API-Key": KEY_SERVICE, "X-Astrocyte-Principal": "user:alice"}
+        found = await http.post(
+            "/v1/recall", json={"query": "secret", "bank_id": "user:alice"}, headers=for_alice
+        )
+        assert found.json()["hits"][0]["text"] == "alice's secret"
+        assert_error(
+            await http.post("/v1/recall", json={"query": "x", "bank_id": "user:bob"}, headers=for_alice), 404
+        )
 
 
 def test_short_api_keys_are_refused() -> None:

@@ -106,6 +106,9 @@ class AccessController:
         principal, acting_for = context_principals(context)
         if principal is None:
             return _NONE
+        if self.owner_banks and acting_for is not None and bank_id == acting_for:
+            # A trusted caller acting for the owner, on the owner's own bank, acts as the owner.
+            return PERMISSIONS
         perms = self.principal_permissions(principal, bank_id)
         if acting_for is not None and perms:
             perms = perms & self.principal_permissions(acting_for, bank_id)
