@@ -125,6 +125,12 @@ async def test_duplicate_identity_headers_are_400(brain: Astrocyte) -> None:
     async with serve(API_ENV, brain) as (http, _):
         two_auth = [("authorization", f"Bearer {KEY_ALICE}"), ("authorization", f"Bearer {KEY_BOB}")]
         assert_error(await http.get("/v1/banks", headers=two_auth), 400, "header_ambiguous")
+        interleaved = [
+            ("authorization", f"Bearer {KEY_ALICE}"),
+            ("x-api-key", KEY_ALICE),
+            ("authorization", "x"),
+        ]
+        assert_error(await http.get("/v1/banks", headers=interleaved), 400, "header_ambiguous")
         two_keys = [("x-api-key", KEY_ALICE), ("x-api-key", KEY_ALICE)]
         assert_error(await http.get("/v1/banks", headers=two_keys), 400, "header_ambiguous")
     async with serve({}, brain) as (http, _):

@@ -63,12 +63,13 @@ class RequestGuardMiddleware:
 
     def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
         total = 0
-        credentials = principal = host = origin = content_type = None
-        seen_credential = has_body = False
+        credentials: tuple[bytes, ...] = ()
+        principal = host = origin = content_type = None
+        has_body = False
         for name, value in scope["headers"]:
             total += len(name) + len(value) + 4
             if name in _CREDENTIALS:
-                if seen_credential and name == credentials:
+                if name in credentials:
                     return 400, "header_ambiguous", f"send one {name.decode()} header, not several"
                 if len(value) > self.max_credential_bytes:
                     return (
@@ -76,7 +77,7 @@ class RequestGuardMiddleware:
                         "credential_too_large",
                         f"the {name.decode()} value is longer than {self.max_credential_bytes} bytes",
                     )
-                seen_credential, credentials = True, name
+                credentials = (*credentials, name)
             elif name == b"x-astrocyte-principal":
                 if principal is not None and principal != value:
                     return (
