@@ -307,7 +307,7 @@ async def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
             raise RuntimeError("the gateway process exited during start-up")
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /live HTTP/1.1\r\nhost: x\r\n\r\n")
+            writer.write(b"GET /live HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
             if await _read_response(reader) == 200:
                 writer.close()
                 return

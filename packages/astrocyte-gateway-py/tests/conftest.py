@@ -19,7 +19,9 @@ from astrocyte import Astrocyte
 from astrocyte_gateway import Settings, create_app
 from fastapi import FastAPI
 
-MEMORY_CONFIG = {"store": "memory", "embedder": "hashing"}
+# Access control explicitly off: the auth tests are about authentication (outside dev mode, the
+# gateway refuses to start with access control merely left unset).
+MEMORY_CONFIG = {"store": "memory", "embedder": "hashing", "access_control": {"enabled": False}}
 PEER = ("127.0.0.1", 50_000)
 
 

@@ -53,7 +53,9 @@ async def test_direct_endpoints_keep_routing_errors_and_exception_handlers() -> 
     app.add_exception_handler(Teapot, teapot)
     for path, endpoint in (("/http", http_error), ("/own", own_error)):
         app.router.add_api_route(path, endpoint, methods=["POST"], route_class_override=DirectRoute)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
         assert (await http.post("/http")).status_code == 404
         handled = await http.post("/own")
         wrong_method = await http.get("/own")

@@ -54,9 +54,12 @@ def test_bad_config_names_the_setting(env: dict[str, str], setting: str) -> None
 
 def test_api_keys_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    path.write_text(json.dumps({"k1": {"principal": "service:x", "trusted_service": True}}), encoding="utf-8")
+    path.write_text(
+        json.dumps({"k1-0123456789abcdef": {"principal": "service:x", "trusted_service": True}}),
+        encoding="utf-8",
+    )
     settings = Settings.from_env({"ASTROCYTE_AUTH_MODE": "api_key", "ASTROCYTE_API_KEYS_FILE": str(path)})
-    assert settings.api_keys["k1"].trusted_service is True
+    assert settings.api_keys["k1-0123456789abcdef"].trusted_service is True
 
 
 def test_overrides_win_over_env() -> None:

@@ -274,6 +274,8 @@ class Astrocyte:
         if request.memory_key is not None:
             _check_memory_key(request.memory_key)
             store_method(self.store, "upsert_keyed", "memory_keys_not_supported", "a retain with memory_key")
+        if request.source is not None:
+            self.policy.check_source(context, request.source)
         self.policy.check_sizes(content, request.metadata, tags)
         text = self.policy.screen(content)
         metadata, tags = self.policy.screen_fields(request.metadata, tags)

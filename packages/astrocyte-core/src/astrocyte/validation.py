@@ -5,6 +5,7 @@ Size limits, metadata limits and PII are the policy engine's job; this module ch
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from astrocyte.errors import ValidationError
 from astrocyte.types import ForgetSelector, RetainRequest
 
 __all__ = [
+    "refuse_non_standard_json",
     "forget_selector",
     "validate_retain_fields",
     "validate_bank_id",
@@ -162,3 +164,22 @@ def forget_selector(
             code="forget_selector_required",
         )
     return ForgetSelector(memory_ids=ids, tags=tag_tuple, before=before)
+
+
+def _non_standard(constant: str) -> None:
+    raise ValueError(constant)
+
+
+def refuse_non_standard_json(raw: bytes, code: str = "json_non_standard") -> None:
+    """Refuse JSON that uses ``NaN``, ``Infinity`` or ``-Infinity`` (not JSON; pydantic's parser takes
+    them and they would be stored as ``null``). Call it after a depth-bounded parse succeeded: the
+    scan is one substring search, and only a body containing those words is parsed again."""
+    if b"NaN" not in raw and b"Infinity" not in raw:
+        return
+    try:
+        json.loads(raw, parse_constant=_non_standard)
+    except ValueError as exc:
+        if str(exc) in ("NaN", "Infinity", "-Infinity"):
+            raise ValidationError(
+                f"the body is not standard JSON: {exc} is not a JSON number", code=code
+            ) from None

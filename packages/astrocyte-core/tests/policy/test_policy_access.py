@@ -139,3 +139,19 @@ def test_grant_cache_stays_bounded_with_many_principals() -> None:
     for i in range(5_000):
         policy.authorize(AstrocyteContext(principal=f"user:u{i}"), "shared", "read")
     assert policy.access._for_principal.cache_info().currsize <= 64
+
+
+def test_owner_banks_give_each_principal_its_own_bank_only() -> None:
+    policy = PolicyEngine.from_config(
+        PolicyConfig.model_validate({"access_control": {"enabled": True, "owner_banks": True}})
+    )
+    for permission in ("read", "write", "forget", "admin"):
+        policy.authorize(ALICE, "user:alice", permission)
+    with pytest.raises(NotFoundError):
+        policy.authorize(BOB, "user:alice", "read")
+    with pytest.raises(AccessDeniedError):
+        policy.authorize(BOB, "user:alice", "write")
+    service_for_alice = AstrocyteContext(principal="service:chat", acting_for="user:alice")
+    policy.authorize(service_for_alice, "user:alice", "write")
+    with pytest.raises(AccessDeniedError):
+        policy.authorize(service_for_alice, "user:bob", "write")

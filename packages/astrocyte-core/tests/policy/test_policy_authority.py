@@ -96,3 +96,19 @@ def test_long_hits_are_shortened_in_the_context() -> None:
 def test_tiers_must_be_listed_once_and_mapped_tiers_must_exist(bad: dict[str, Any]) -> None:
     with pytest.raises(PydanticValidationError):
         RecallAuthorityConfig.model_validate(bad)
+
+
+def test_a_mapped_source_is_taken_only_from_a_trusted_writer() -> None:
+    from astrocyte.errors import AccessDeniedError
+    from astrocyte.types import AstrocyteContext
+
+    policy = engine({**AUTHORITY, "trusted_writers": ["service:handbook-*"]})
+    with pytest.raises(AccessDeniedError) as refused:
+        policy.check_source(AstrocyteContext(principal="user:bob"), "github-handbook")
+    assert refused.value.code == "source_not_trusted"
+    policy.check_source(AstrocyteContext(principal="user:bob"), "bobs-notes")  # unmapped: a label
+    policy.check_source(AstrocyteContext(principal="service:handbook-sync"), "github-handbook")
+    policy.check_source(
+        AstrocyteContext(principal="service:github", source="github-handbook"), "github-handbook"
+    )
+    policy.check_source(None, "github-handbook")  # in-process code without a context

@@ -12,16 +12,17 @@ from fastapi import FastAPI
 from astrocyte_gateway import __version__
 from astrocyte_gateway.auth import build_authenticator
 from astrocyte_gateway.docs_ui import install_docs
-from astrocyte_gateway.engine import build_engine
+from astrocyte_gateway.engine import build_engine, check_access_control
 from astrocyte_gateway.errors import install_error_handlers
 from astrocyte_gateway.ingest_runtime import start_ingest
 from astrocyte_gateway.limiter import build_client_limiter
-from astrocyte_gateway.metrics import GatewayMetrics
+from astrocyte_gateway.metrics import GatewayMetrics, serve_metrics
 from astrocyte_gateway.middleware.access_log import AccessLogMiddleware
 from astrocyte_gateway.middleware.body_limit import BodyLimitMiddleware
 from astrocyte_gateway.middleware.client_ip import ClientIpMiddleware
 from astrocyte_gateway.middleware.cors import CorsMiddleware
 from astrocyte_gateway.middleware.rate_limit import RateLimitMiddleware
+from astrocyte_gateway.middleware.request_guard import RequestGuardMiddleware
 from astrocyte_gateway.middleware.request_id import RequestIdMiddleware
 from astrocyte_gateway.openapi import install_openapi
 from astrocyte_gateway.routers import admin, banks, ingest, memory, probes
@@ -49,6 +50,8 @@ def create_app(settings: Settings | None = None, brain: Any | None = None) -> Fa
         lifespan=_lifespan(runtime, owns_brain=brain is None),
         docs_url=None,
         redoc_url=None,
+        # No trailing-slash redirects: Starlette builds their Location from the client's Host.
+        redirect_slashes=False,
         **_framework_telemetry(settings),
     )
     app.state.gateway = runtime
@@ -84,8 +87,15 @@ def _add_middleware(app: FastAPI, runtime: GatewayRuntime) -> None:
             per_second=settings.rate_limit_per_second,
             burst=settings.rate_limit_burst,
         )
+    app.add_middleware(
+        RequestGuardMiddleware,
+        max_header_bytes=settings.max_header_bytes,
+        max_credential_bytes=settings.max_credential_bytes,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.cors_origins,
+    )
     app.add_middleware(ClientIpMiddleware, trusted_proxies=settings.trusted_proxies)
-    if settings.cors_origins:
+    if settings.cors_origins:  # outside the guard: it answers preflights in its own words
         app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     app.add_middleware(AccessLogMiddleware, metrics=runtime.metrics, enabled=settings.access_log)
     if settings.otel_enabled:
@@ -103,12 +113,15 @@ def _lifespan(runtime: GatewayRuntime, owns_brain: bool) -> Any:
             if runtime.limiter is not None:
                 await runtime.limiter.open()
                 stack.push_async_callback(runtime.limiter.close)
+            brain: Any = build_engine(runtime.settings) if owns_brain else runtime.brain
+            check_access_control(runtime.settings, brain.config)  # before anything is opened
             if owns_brain:
-                brain = build_engine(runtime.settings)
                 await stack.enter_async_context(brain)
                 runtime.brain = brain
                 stack.callback(setattr, runtime, "brain", None)
             await start_ingest(runtime, stack)
+            if runtime.settings.metrics_port is not None:
+                stack.callback(serve_metrics(runtime))
             yield
 
     return lifespan

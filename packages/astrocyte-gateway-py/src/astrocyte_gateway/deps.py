@@ -9,6 +9,7 @@ import orjson
 import pydantic
 from astrocyte.errors import AccessDeniedError, ProviderUnavailableError, UnauthenticatedError
 from astrocyte.types import AstrocyteContext
+from astrocyte.validation import refuse_non_standard_json
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import ClientDisconnect
@@ -58,10 +59,13 @@ async def read_body(request: Request, model: type[BodyT]) -> BodyT:
 
     The body is consumed here (read straight from ``receive``: Starlette's ``Request.body()`` runs an
     async generator per request, ~1 µs more), so only routes that read nothing else call this."""
+    raw = await body_bytes(request)
     try:
-        return model.model_validate_json(await _body_bytes(request))
+        body = model.model_validate_json(raw)
     except pydantic.ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+    refuse_non_standard_json(raw)  # NaN / Infinity would be stored as null
+    return body
 
 
 class OptionalHeader:
@@ -91,7 +95,8 @@ class OptionalHeader:
             raise RequestValidationError([{**e, "loc": ("header", self.name)} for e in errors]) from None
 
 
-async def _body_bytes(request: Request) -> bytes:
+async def body_bytes(request: Request) -> bytes:
+    """The whole request body; ``ClientDisconnect`` when the client goes away first."""
     chunks: list[bytes] = []
     while True:
         message = await request.receive()
@@ -102,10 +107,14 @@ async def _body_bytes(request: Request) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def is_admin(request: Request) -> bool:
-    """True when the request carries the right ``X-Admin-Token`` (compared in constant time)."""
+def is_admin(request: Request, *, bearer: bool = False) -> bool:
+    """True when the request carries the right ``X-Admin-Token`` (compared in constant time);
+    ``bearer``: also as ``Authorization: Bearer <token>`` (what a Prometheus scrape job sends)."""
     expected = runtime_of(request).settings.admin_token
     presented = request.headers.get(ADMIN_HEADER)
+    if presented is None and bearer:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        presented = token.strip() if scheme.lower() == "bearer" else None
     return bool(expected and presented and hmac.compare_digest(expected.encode(), presented.encode()))
 
 

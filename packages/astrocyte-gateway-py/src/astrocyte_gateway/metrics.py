@@ -3,9 +3,13 @@ process, as in tests)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
+
+if TYPE_CHECKING:
+    from astrocyte_gateway.runtime import GatewayRuntime
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -60,3 +64,20 @@ class GatewayMetrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+def serve_metrics(runtime: GatewayRuntime) -> Callable[[], None]:
+    """Serve the registry on ``ASTROCYTE_METRICS_HOST:ASTROCYTE_METRICS_PORT`` (a listener of its
+    own, for an internal network); returns the function that stops it."""
+    settings = runtime.settings
+    assert settings.metrics_port is not None
+    server, thread = start_http_server(
+        settings.metrics_port, addr=settings.metrics_host, registry=runtime.metrics.registry
+    )
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop

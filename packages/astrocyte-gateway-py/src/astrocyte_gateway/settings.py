@@ -22,6 +22,8 @@ _AUTH_MODES = ("dev", "api_key", "jwt")
 _HMAC_ALGS = ("HS256",)
 _ASYMMETRIC_ALGS = ("RS256", "ES256", "PS256")
 _PRINCIPAL_KINDS = ("user:", "agent:", "service:")
+MIN_API_KEY_LENGTH = 16
+_METRICS_ACCESS = ("open", "admin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,8 @@ class JwtSettings:
     audience: str | None = None
     principal_claim: str = "sub"
     principal_prefix: str = "user:"
+    service_claim: str = "azp"
+    services: Mapping[str, str] = field(default_factory=dict)  # service_claim value -> service principal
     jwks_cache_seconds: float = 300.0
     jwks_refetch_cooldown_seconds: float = 10.0
     jwks_timeout_seconds: float = 3.0
@@ -71,6 +75,15 @@ class Settings:
     data_dir: str = "./data"
     access_log: bool = True
     otel_enabled: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    max_header_bytes: int = 16_384
+    max_credential_bytes: int = 8_192
+    metrics_access: Literal["open", "admin"] | None = None  # None: open in dev mode, admin otherwise
+    metrics_port: int | None = None  # a second, unauthenticated listener serving only the metrics
+    metrics_host: str = "127.0.0.1"
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    max_connections_per_client: int = 64
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -96,11 +109,25 @@ class Settings:
             "data_dir": env.get("ASTROCYTE_DATA_DIR", "./data"),
             "access_log": _flag(env, "ASTROCYTE_ACCESS_LOG", True),
             "otel_enabled": _flag(env, "ASTROCYTE_OTEL_ENABLED", False),
+            "allowed_hosts": _csv(env.get("ASTROCYTE_ALLOWED_HOSTS", "")),
+            "max_header_bytes": _int(env, "ASTROCYTE_MAX_HEADER_BYTES", 16_384),
+            "max_credential_bytes": _int(env, "ASTROCYTE_MAX_CREDENTIAL_BYTES", 8_192),
+            "metrics_access": env.get("ASTROCYTE_METRICS_ACCESS") or None,
+            "metrics_port": _int(env, "ASTROCYTE_METRICS_PORT", 0) or None,
+            "metrics_host": env.get("ASTROCYTE_METRICS_HOST", "127.0.0.1"),
+            "header_timeout_seconds": _number(env, "ASTROCYTE_HEADER_TIMEOUT_SECONDS", 10.0),
+            "body_timeout_seconds": _number(env, "ASTROCYTE_BODY_TIMEOUT_SECONDS", 30.0),
+            "max_connections_per_client": _int(env, "ASTROCYTE_MAX_CONNECTIONS_PER_CLIENT", 64),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
         settings.validate()
         return settings
+
+    @property
+    def metrics_open(self) -> bool:
+        """Whether ``/metrics`` is served without the admin token (the default only in dev mode)."""
+        return (self.metrics_access or ("open" if self.auth_mode == "dev" else "admin")) == "open"
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with some fields replaced, validated again."""
@@ -134,6 +161,25 @@ class Settings:
             raise _err("ASTROCYTE_RATE_LIMIT_REDIS_URL", "the redis rate-limit backend needs a redis:// URL")
         if self.rate_limit_max_clients < 1:
             raise _err("ASTROCYTE_RATE_LIMIT_MAX_CLIENTS", "must be at least 1")
+        if self.metrics_access is not None and self.metrics_access not in _METRICS_ACCESS:
+            raise _err("ASTROCYTE_METRICS_ACCESS", "must be open or admin")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise _err("ASTROCYTE_METRICS_PORT", "must be between 1 and 65535")
+        if self.metrics_port is not None and self.workers > 1:
+            raise _err("ASTROCYTE_METRICS_PORT", "one metrics listener per process: use it with one worker")
+        if self.max_credential_bytes < 256 or self.max_header_bytes < self.max_credential_bytes:
+            raise _err(
+                "ASTROCYTE_MAX_HEADER_BYTES",
+                "ASTROCYTE_MAX_CREDENTIAL_BYTES must be at least 256 and ASTROCYTE_MAX_HEADER_BYTES at least that",
+            )
+        for name, seconds in (
+            ("ASTROCYTE_HEADER_TIMEOUT_SECONDS", self.header_timeout_seconds),
+            ("ASTROCYTE_BODY_TIMEOUT_SECONDS", self.body_timeout_seconds),
+        ):
+            if seconds <= 0:
+                raise _err(name, "must be a positive number of seconds")
+        if self.max_connections_per_client < 1:
+            raise _err("ASTROCYTE_MAX_CONNECTIONS_PER_CLIENT", "must be at least 1")
         if self.otel_enabled and importlib.util.find_spec("opentelemetry") is None:
             raise _err(
                 "ASTROCYTE_OTEL_ENABLED", "needs OpenTelemetry: pip install 'astrocyte-gateway-py[otel]'"
@@ -196,6 +242,11 @@ def _float_or_none(env: Mapping[str, str], name: str) -> float | None:
         raise _err(name, f"must be a number, got {raw!r}") from None
 
 
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float_or_none(env, name)
+    return default if value is None else value
+
+
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -226,6 +277,13 @@ def _api_keys(env: Mapping[str, str]) -> dict[str, ApiKey]:
         raise _err(name, "must be a JSON object mapping keys to principals") from None
     if not isinstance(parsed, dict):
         raise _err(name, "must be a JSON object mapping keys to principals")
+    short = [key for key in parsed if len(key) < MIN_API_KEY_LENGTH]
+    if short:
+        raise _err(
+            name,
+            f"{len(short)} key(s) shorter than {MIN_API_KEY_LENGTH} characters; "
+            "use long random keys (for example: openssl rand -hex 32)",
+        )
     return {key: _api_key(name, value) for key, value in parsed.items()}
 
 
@@ -242,10 +300,27 @@ def _api_key(name: str, value: Any) -> ApiKey:
     return ApiKey(principal=value["principal"], trusted_service=bool(value.get("trusted_service", False)))
 
 
+def _jwt_services(env: Mapping[str, str]) -> dict[str, str]:
+    """``ASTROCYTE_JWT_SERVICES``: ``{"<service claim value>": "service:<id>"}``, the only way a token
+    becomes a service principal."""
+    name = "ASTROCYTE_JWT_SERVICES"
+    raw = env.get(name)
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(
+        isinstance(v, str) and v.startswith(_PRINCIPAL_KINDS) for v in parsed.values()
+    ):
+        raise _err(name, 'must be a JSON object such as {"<client id>": "service:chat"}')
+    return parsed
+
+
 def _jwt(env: Mapping[str, str]) -> JwtSettings:
     def num(name: str, default: float) -> float:
-        value = _float_or_none(env, name)
-        return default if value is None else value
+        return _number(env, name, default)
 
     return JwtSettings(
         algorithms=_csv(env.get("ASTROCYTE_JWT_ALGORITHMS", "RS256")),
@@ -256,6 +331,8 @@ def _jwt(env: Mapping[str, str]) -> JwtSettings:
         audience=env.get("ASTROCYTE_JWT_AUDIENCE") or None,
         principal_claim=env.get("ASTROCYTE_JWT_PRINCIPAL_CLAIM", "sub"),
         principal_prefix=env.get("ASTROCYTE_JWT_PRINCIPAL_PREFIX", "user:"),
+        service_claim=env.get("ASTROCYTE_JWT_SERVICE_CLAIM", "azp"),
+        services=_jwt_services(env),
         jwks_cache_seconds=num("ASTROCYTE_JWT_JWKS_CACHE_SECONDS", 300.0),
         jwks_refetch_cooldown_seconds=num("ASTROCYTE_JWT_JWKS_REFETCH_COOLDOWN_SECONDS", 10.0),
         jwks_timeout_seconds=num("ASTROCYTE_JWT_JWKS_TIMEOUT_SECONDS", 3.0),

@@ -67,8 +67,16 @@ class _CompiledGrant:
 class AccessController:
     """Evaluates grants. Disabled means every call is allowed."""
 
-    def __init__(self, grants: Sequence[AccessGrant], *, enabled: bool, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        grants: Sequence[AccessGrant],
+        *,
+        enabled: bool,
+        cache_size: int = 4096,
+        owner_banks: bool = False,
+    ) -> None:
         self.enabled = enabled
+        self.owner_banks = owner_banks
         self._grants = tuple(
             _CompiledGrant(_matcher(g.bank_id), _matcher(g.principal), expand_permissions(g.permissions))
             for g in grants
@@ -80,6 +88,8 @@ class AccessController:
 
     def principal_permissions(self, principal: str, bank_id: str) -> frozenset[str]:
         """Permissions one principal holds on one bank (ignores ``acting_for``)."""
+        if self.owner_banks and bank_id == principal:
+            return PERMISSIONS
         perms: frozenset[str] = _NONE
         for grant in self._for_principal(principal):
             if grant.bank(bank_id):
@@ -96,6 +106,9 @@ class AccessController:
         principal, acting_for = context_principals(context)
         if principal is None:
             return _NONE
+        if self.owner_banks and acting_for is not None and bank_id == acting_for:
+            # A trusted caller acting for the owner, on the owner's own bank, acts as the owner.
+            return PERMISSIONS
         perms = self.principal_permissions(principal, bank_id)
         if acting_for is not None and perms:
             perms = perms & self.principal_permissions(acting_for, bank_id)

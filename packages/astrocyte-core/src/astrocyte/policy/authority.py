@@ -3,6 +3,12 @@
 Tiers are listed highest first. A hit's tier comes from its ``source`` (first matching source glob),
 else from its bank (first matching bank glob, in config order), else ``default_tier``. A tier's rank
 is its index (0 = highest); a hit without a known tier ranks after every tier.
+
+A memory's ``source`` is what its writer said, so a source tier is earned only by a writer the
+operator trusts with that name (:meth:`AuthorityResolver.check_source`): the ingest source itself
+(the sink writes ``source=<source id>`` with a context whose ``source`` is that id), a principal
+listed in ``trusted_writers``, or in-process code that passes no context. Any other caller that
+names a mapped source is refused (``source_not_trusted``) rather than given a forged badge.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ import fnmatch
 from collections.abc import Sequence
 from functools import lru_cache
 
+from astrocyte.errors import AccessDeniedError
 from astrocyte.policy.config import RecallAuthorityConfig
-from astrocyte.types import MemoryHit
+from astrocyte.policy.identity import context_principals
+from astrocyte.types import AstrocyteContext, MemoryHit
 
 _MAX_HIT_CHARS = 500
 UNRANKED = "unranked"
@@ -43,6 +51,22 @@ class AuthorityResolver:
             if fnmatch.fnmatchcase(bank_id, pattern):
                 return tier
         return self._config.default_tier
+
+    def check_source(self, context: AstrocyteContext | None, source: str) -> None:
+        """Refuse a retain whose ``source`` maps to a tier unless the writer is trusted with it."""
+        if context is None or context.source == source or not self._source_rules:
+            return
+        if not any(fnmatch.fnmatchcase(source, pattern) for pattern, _ in self._source_rules):
+            return
+        principal, _ = context_principals(context)
+        trusted = self._config.trusted_writers
+        if principal is not None and any(fnmatch.fnmatchcase(principal, glob) for glob in trusted):
+            return
+        raise AccessDeniedError(
+            f"source {source!r} earns a recall-authority tier and only its ingest source or a "
+            "principal in recall_authority.trusted_writers may write it; drop the source field",
+            code="source_not_trusted",
+        )
 
     def tier(self, bank_id: str, source: str | None) -> str | None:
         """The tier of a memory from ``bank_id`` retained through ``source`` (``None`` if unmapped)."""

@@ -31,6 +31,9 @@ class _Strict(BaseModel):
 
 class AccessControlConfig(_Strict):
     enabled: bool = False
+    #: Each principal holds every permission on the bank whose id is the principal itself
+    #: (``user:alice`` owns bank ``user:alice``), on top of its grants.
+    owner_banks: bool = False
     #: How many principals' compiled grant sets to keep (LRU). Bounded so a flood of distinct
     #: principals cannot grow memory.
     cache_size: int = Field(default=4096, ge=16)
@@ -92,6 +95,9 @@ class RecallAuthorityConfig(_Strict):
     banks: dict[str, str] = Field(default_factory=dict)  # bank glob -> tier (first match in order)
     sources: dict[str, str] = Field(default_factory=dict)  # source id glob -> tier (wins over banks)
     default_tier: str | None = None
+    #: Principal globs (besides the ingest source itself) whose ``source`` field earns a source tier,
+    #: e.g. a trusted service that syncs the handbook. Anyone else naming a mapped source is refused.
+    trusted_writers: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _tiers_known(self) -> RecallAuthorityConfig:

@@ -29,6 +29,7 @@ class PolicyEngine:
             config.access_grants,
             enabled=config.access_control.enabled,
             cache_size=config.access_control.cache_size,
+            owner_banks=config.access_control.owner_banks,
         )
         pii = config.barriers.pii
         self.pii = PiiBarrier(pii) if pii is not None and pii.enabled else None
@@ -96,6 +97,10 @@ class PolicyEngine:
         await self.limits.acquire(who, bank_id, operation, cost)
 
     # -- recall authority -------------------------------------------------------------------------
+
+    def check_source(self, context: AstrocyteContext | None, source: str) -> None:
+        """Refuse a writer-chosen ``source`` that would earn a tier it is not trusted with."""
+        self.authority.check_source(context, source)
 
     def authority_tier(self, bank_id: str, source: str | None) -> str | None:
         return self.authority.tier(bank_id, source)

@@ -18,7 +18,6 @@ from astrocyte_gateway.auth.jwks import JwksClient
 from astrocyte_gateway.settings import JwtSettings
 
 _KEY_TYPES = {"RS256": "RSA", "PS256": "RSA", "ES256": "EC"}
-_KINDS = ("user:", "agent:", "service:")
 
 
 def bearer_token(request: Request) -> str:
@@ -87,13 +86,21 @@ class JwtAuthenticator:
         return jwk.key
 
     def _principal(self, claims: dict[str, Any]) -> str:
+        """The principal is the prefix plus the claim, whatever the claim says (a subject spelled
+        ``service:chat`` is ``user:service:chat``); a service principal only through
+        ``ASTROCYTE_JWT_SERVICES``, which the operator writes."""
+        services = self._settings.services
+        if services:
+            bound = claims.get(self._settings.service_claim)
+            if isinstance(bound, str) and bound in services:
+                return services[bound]
         value = claims.get(self._settings.principal_claim)
         if not isinstance(value, str) or not value:
             raise UnauthenticatedError(
                 f"token lacks the {self._settings.principal_claim!r} claim used as principal",
                 code="jwt_claim_missing",
             )
-        return value if value.startswith(_KINDS) else f"{self._settings.principal_prefix}{value}"
+        return f"{self._settings.principal_prefix}{value}"
 
     async def close(self) -> None:
         if self._jwks is not None:

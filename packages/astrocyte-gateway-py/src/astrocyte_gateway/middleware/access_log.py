@@ -11,10 +11,14 @@ import json
 import logging
 import time
 
+from starlette.requests import ClientDisconnect
+
 from astrocyte_gateway._asgi import ASGIApp, Message, Receive, Scope, Send, scope_state
 from astrocyte_gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("astrocyte_gateway.access")
+#: nginx's status for "the client closed the connection before the answer": not a server error.
+CLIENT_CLOSED = 499
 
 
 class AccessLogMiddleware:
@@ -38,6 +42,16 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, receive, send_and_see)
+        except ClientDisconnect:
+            # Nobody is left to answer; a client going away is not a gateway failure. The server
+            # protocol marks a body that did not arrive in time, which it answered 408 itself.
+            if scope_state(scope).get("timed_out"):
+                status = 408
+            else:
+                status = CLIENT_CLOSED
+                log.info(
+                    "client went away before its request was read (%s %s)", scope["method"], scope["path"]
+                )
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -1,8 +1,9 @@
 """``POST /v1/ingest/webhook/{source_id}``: signed deliveries, verified by the core's webhook driver.
 
 Exempt from user auth (the HMAC signature is the credential); the memory is retained as the
-source's configured principal by the source's sink. Replayed, stale and badly signed deliveries are
-refused with 401.
+source's configured principal by the source's sink. Stale and badly signed deliveries are refused
+with 401, bad bodies with 400 ``webhook_payload_invalid``; a replay or a redelivery answers 200
+``duplicate`` and writes nothing (the store remembers, on every replica).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 from astrocyte.errors import NotFoundError, ProviderUnavailableError, RateLimitedError, ValidationError
 from fastapi import APIRouter, Path, Request, Response
 
-from astrocyte_gateway.deps import json_response, runtime_of
+from astrocyte_gateway.deps import body_bytes, json_response, runtime_of
 
 router = APIRouter(prefix="/v1/ingest", tags=["ingest"])
 SourceId = Annotated[str, Path(min_length=1, max_length=255)]
@@ -35,7 +36,7 @@ SourceId = Annotated[str, Path(min_length=1, max_length=255)]
 async def webhook(source_id: SourceId, request: Request) -> Response:
     driver = _webhook_driver(request, source_id)
     request.state.principal = f"source:{source_id}"
-    outcome = await driver.handle(request.headers, await request.body())
+    outcome = await driver.handle(request.headers, await body_bytes(request))
     if outcome.status in ("stored", "duplicate"):
         runtime_of(request).metrics.count_operation("webhook", outcome.status)
         return json_response({"status": outcome.status, "memory_id": outcome.memory_id})

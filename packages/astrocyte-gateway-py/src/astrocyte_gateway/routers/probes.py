@@ -1,10 +1,12 @@
-"""``/live``, ``/health``, ``/health/ingest`` and ``/metrics`` (exempt from auth and rate limits)."""
+"""``/live``, ``/health``, ``/health/ingest`` and ``/metrics`` (exempt from rate limits; ``/metrics`` asks
+for the admin token outside dev mode unless ``ASTROCYTE_METRICS_ACCESS=open``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from astrocyte.errors import AccessDeniedError
 from astrocyte.ingest.probes import ingest_health_view  # the worker's /health shares the view
 from fastapi import APIRouter, Request, Response
 
@@ -31,9 +33,9 @@ async def health(request: Request) -> Response:
         log.warning("health check failed: %s", type(exc).__name__)
         return json_response({"healthy": False, "components": [], "detail": "health check failed"}, 503)
     body = report.to_dict()
-    if not is_admin(request):
+    if not is_admin(request):  # details name paths and hosts: admins only
         for component in body.get("components", []):
-            component["detail"] = None if not component.get("healthy") else component.get("detail")
+            component["detail"] = None
     return json_response(body, 200 if report.healthy else 503)
 
 
@@ -47,8 +49,14 @@ async def health_ingest(request: Request) -> Response:
     return json_response(body, status)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics (the admin token unless ASTROCYTE_METRICS_ACCESS=open)")
 async def metrics(request: Request) -> Response:
     runtime = runtime_of(request)
+    if not runtime.settings.metrics_open and not is_admin(request, bearer=True):
+        raise AccessDeniedError(
+            "/metrics needs the admin token (X-Admin-Token or Authorization: Bearer); "
+            "set ASTROCYTE_METRICS_ACCESS=open only on a private listener",
+            code="metrics_token_required",
+        )
     body = runtime.metrics.render()  # ingest metrics share this registry
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
