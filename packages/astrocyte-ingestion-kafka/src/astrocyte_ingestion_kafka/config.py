@@ -103,7 +103,7 @@ class KafkaSourceConfig(DriverConfig):
 
     bootstrap_servers: tuple[str, ...] = Field(min_length=1)
     topics: tuple[str, ...] = ()
-    topic_pattern: str | None = None
+    topic_pattern: str | None = Field(default=None, validate_default=True)
     group: str = "astrocyte"
     group_instance_id: str | None = None
     client_id: str | None = None

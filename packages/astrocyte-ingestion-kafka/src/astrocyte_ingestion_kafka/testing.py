@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from astrocyte.ingest.sink import Sink
 from astrocyte.testing.ingest_contract import ContractMessage, ContractSettings, IngestHarness
 
@@ -28,14 +29,59 @@ from astrocyte_ingestion_kafka.driver import KafkaStreamDriver
 PARTITIONS = 3
 
 
-async def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
+async def create_topics(
+    bootstrap: str, names: Sequence[str], partitions: int, configs: dict[str, str] | None = None
+) -> None:
     """Create topics (from the test's admin client, so the broker's defaults need no change)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {}) for name in names])
     finally:
         await admin.close()
+
+
+async def alter_topic(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
+    finally:
+        await admin.close()
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    """The group's committed offsets (empty for a group that never committed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items()}
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await reader.start()
+    try:
+        await reader._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in reader.partitions_for_topic(topic) or ()]
+        return dict(await reader.end_offsets(tps)) if tps else {}
+    finally:
+        await reader.stop()
+
+
+async def reset_offsets(bootstrap: str, group: str, topic: str) -> None:
+    """Commit offset 0 for every partition of ``topic`` in ``group`` (an operator's reset)."""
+    ends = await end_offsets(bootstrap, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(ends))
+        await consumer.commit(dict.fromkeys(ends, 0))
+    finally:
+        await consumer.stop()
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[Any]:
