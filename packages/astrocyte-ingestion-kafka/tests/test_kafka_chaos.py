@@ -36,7 +36,6 @@ from astrocyte_ingestion_kafka.testing import (
     read_topic,
     services,
 )
-
 from conftest import eventually
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]

@@ -65,7 +65,12 @@ def test_bounds_and_orders() -> None:
         {"protocol": "PLAINTEXT", "mechanism": "PLAIN", "username_env": "U", "password_env": "P"},
         {"protocol": "PLAINTEXT", "ca_file": "/ca.pem"},
         {"protocol": "SSL", "cert_file": "/c.pem"},  # a certificate without its key
-        {"protocol": "SASL_SSL", "mechanism": "GSSAPI", "username_env": "U", "password_env": "P"},  # unsupported
+        {
+            "protocol": "SASL_SSL",
+            "mechanism": "GSSAPI",
+            "username_env": "U",
+            "password_env": "P",
+        },  # unsupported
     ],
 )
 def test_incomplete_security_is_refused(security: dict[str, str]) -> None:
@@ -97,7 +102,15 @@ def test_ssl_builds_a_verifying_context() -> None:
 
 async def test_missing_secret_fails_the_driver_at_start() -> None:
     config = KafkaStreamDriver.validate_config(
-        {**BASE, "security": {"protocol": "SASL_SSL", "mechanism": "PLAIN", "username_env": "NO_SUCH_U", "password_env": "NO_SUCH_P"}}
+        {
+            **BASE,
+            "security": {
+                "protocol": "SASL_SSL",
+                "mechanism": "PLAIN",
+                "username_env": "NO_SUCH_U",
+                "password_env": "NO_SUCH_P",
+            },
+        }
     )
     driver = KafkaStreamDriver("s", config, sink=None)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="NO_SUCH_U"):

@@ -46,7 +46,9 @@ def test_json_value_maps_every_part() -> None:
 
 def test_text_value_with_headers_key_and_timestamp() -> None:
     record = Rec(
-        b"plain words", key=b"order-7", headers=[("bank_id", b"orders"), ("tags", b"a, b"), ("trace", b"\xff")]
+        b"plain words",
+        key=b"order-7",
+        headers=[("bank_id", b"orders"), ("tags", b"a, b"), ("trace", b"\xff")],
     )
     message = decoder(metadata_headers=("bank_id",)).decode(record)
     assert message.content == "plain words" and message.bank_id == "orders" and message.tags == ("a", "b")

@@ -25,9 +25,8 @@ from astrocyte_ingestion_kafka.testing import (
     reset_offsets,
     services,
 )
-from prometheus_client import REGISTRY
-
 from conftest import eventually
+from prometheus_client import REGISTRY
 
 
 def driver_for(bootstrap: str, topic: str, sink: Sink, **keys: Any) -> KafkaStreamDriver:
@@ -59,7 +58,9 @@ async def running(driver: KafkaStreamDriver) -> AsyncIterator[KafkaStreamDriver]
         await asyncio.wait_for(task, 5.0)
 
 
-async def produce(bootstrap: str, topic: str, values: Sequence[bytes], partition: int | None = None) -> list[str]:
+async def produce(
+    bootstrap: str, topic: str, values: Sequence[bytes], partition: int | None = None
+) -> list[str]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
@@ -158,7 +159,9 @@ async def test_a_failing_sink_mid_batch_retries_only_what_is_left(bootstrap: str
     values = [*valid("ok-a", 3), *valid("flaky", 2), b"\xff poison", *valid("ok-b", 3)]
     refs = await produce(bootstrap, name, values)
     async with running(driver_for(bootstrap, name, sink, batch_size=50)):
-        await eventually("the poison dead-lettered while the sink fails", lambda: _dlq_has(bootstrap, name, refs[5]))
+        await eventually(
+            "the poison dead-lettered while the sink fails", lambda: _dlq_has(bootstrap, name, refs[5])
+        )
         await eventually("everything committed", lambda: all_committed(bootstrap, name, name))
     assert len(inner.stored_contents) == 8 and all(n == 1 for n in inner.stored_contents.values())
     assert not inner.duplicate_contents  # the stored ones were not submitted again
@@ -210,7 +213,9 @@ async def test_health_degraded_while_the_broker_is_down_even_at_start(bootstrap:
             await eventually("health degraded with the broker down", lambda: _state_is(driver, "degraded"))
             assert "unreachable" in ((await driver.health()).detail or "")
             await asyncio.to_thread(services, "up", "kafka")
-            await eventually("health running once the broker is back", lambda: _state_is(driver, "running"), 60)
+            await eventually(
+                "health running once the broker is back", lambda: _state_is(driver, "running"), 60
+            )
             await produce(bootstrap, name, valid("after-outage", 10))
             await eventually("records stored", lambda: len(sink.stored_contents) == 10)
             await eventually("lag 0", lambda: _lag_is(driver, 0))
@@ -220,7 +225,10 @@ async def test_health_degraded_while_the_broker_is_down_even_at_start(bootstrap:
         await asyncio.to_thread(services, "up", "kafka")
     source = f"src-{name}"
     assert REGISTRY.get_sample_value("astrocyte_kafka_records_total", {"source": source, "topic": name}) == 10
-    assert REGISTRY.get_sample_value("astrocyte_kafka_outcomes_total", {"source": source, "outcome": "stored"}) == 10
+    assert (
+        REGISTRY.get_sample_value("astrocyte_kafka_outcomes_total", {"source": source, "outcome": "stored"})
+        == 10
+    )
     assert REGISTRY.get_sample_value("astrocyte_kafka_commit_seconds_count", {"source": source})
 
 

@@ -42,7 +42,9 @@ class Security(DriverConfig):
         if sasl and not (self.mechanism and self.username_env and self.password_env):
             raise ValueError(f"{self.protocol} needs mechanism, username_env and password_env")
         if not sasl and (self.mechanism or self.username_env or self.password_env):
-            raise ValueError("mechanism, username_env and password_env need protocol SASL_PLAINTEXT or SASL_SSL")
+            raise ValueError(
+                "mechanism, username_env and password_env need protocol SASL_PLAINTEXT or SASL_SSL"
+            )
         tls = self.protocol in ("SSL", "SASL_SSL")
         if not tls and (self.ca_file or self.cert_file or self.key_file):
             raise ValueError("ca_file, cert_file and key_file need protocol SSL or SASL_SSL")

@@ -8,7 +8,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from aiokafka.helpers import create_ssl_context
+from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
 from astrocyte.errors import ConfigError
 
 from astrocyte_ingestion_kafka.config import KafkaSourceConfig, Security
@@ -31,7 +31,9 @@ def security_options(security: Security, environ: Mapping[str, str] | None = Non
     environ = os.environ if environ is None else environ
     options: dict[str, Any] = {"security_protocol": security.protocol}
     if security.protocol in ("SSL", "SASL_SSL"):
-        password = security.key_password_env and _secret(security.key_password_env, "key_password_env", environ)
+        password = security.key_password_env and _secret(
+            security.key_password_env, "key_password_env", environ
+        )
         context = create_ssl_context(
             cafile=security.ca_file,
             certfile=security.cert_file,

@@ -19,11 +19,11 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import (
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    AuthenticationFailedError,
     GroupAuthorizationFailedError,
     KafkaError,
-    AuthenticationFailedError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     UnsupportedSaslMechanismError,
@@ -55,7 +55,7 @@ class _Stopped(Exception):
     """The driver is stopping: leave the fetch loop."""
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     def __init__(self, driver: KafkaStreamDriver) -> None:
         self.driver = driver
 
@@ -230,7 +230,9 @@ class KafkaStreamDriver:
         next_probe = time.monotonic() + self.config.probe_interval_s
         while True:
             batches = await self._until_stopped(
-                consumer.getmany(timeout_ms=self.config.poll_timeout_ms, max_records=self.config.batch_size * 4)
+                consumer.getmany(
+                    timeout_ms=self.config.poll_timeout_ms, max_records=self.config.batch_size * 4
+                )
             )
             for tp, fetched in batches.items():
                 worker = self.workers.get(tp)
@@ -354,4 +356,3 @@ class KafkaStreamDriver:
 
 def _name(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
-

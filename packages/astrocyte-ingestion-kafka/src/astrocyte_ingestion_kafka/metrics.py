@@ -16,7 +16,9 @@ COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 @dataclass(frozen=True, slots=True)
 class KafkaMetrics:
     records: Counter  # astrocyte_kafka_records_total{source,topic}: records read
-    outcomes: Counter  # astrocyte_kafka_outcomes_total{source,outcome}: stored|duplicate|dead_lettered|retried
+    outcomes: (
+        Counter  # astrocyte_kafka_outcomes_total{source,outcome}: stored|duplicate|dead_lettered|retried
+    )
     lag: Gauge  # astrocyte_kafka_partition_lag{source,topic,partition}
     commit_seconds: Histogram  # astrocyte_kafka_commit_seconds{source}
 

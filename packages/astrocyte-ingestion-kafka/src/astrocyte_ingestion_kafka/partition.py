@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from aiokafka import TopicPartition
+from aiokafka import TopicPartition  # type: ignore[import-untyped]
 from astrocyte.ingest.sink import IngestMessage, Outcome, Sink
 
 from astrocyte_ingestion_kafka.config import KafkaSourceConfig

@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # type: ignore[import-untyped]
 from astrocyte.ingest.sink import Sink
 from astrocyte.testing.ingest_contract import ContractMessage, ContractSettings, IngestHarness
 
@@ -36,7 +36,9 @@ async def create_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {}) for name in names])
+        await admin.create_topics(
+            [NewTopic(name, partitions, 1, topic_configs=configs or {}) for name in names]
+        )
     finally:
         await admin.close()
 
