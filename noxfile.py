@@ -81,6 +81,22 @@ def contracts(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def plugins(session: nox.Session) -> None:
+    """API-gateway plugin tests. Azure APIM: policy XML, named values, OpenAPI contract, deploy files."""
+    session.install(
+        "pytest>=8", "lxml>=5", "pycep-parser>=0.7", "python-hcl2>=7", "PyYAML>=6", "openai>=1.40"
+    )
+    # The APIM policies are run against a real gateway (their expressions need `scripts/services up mono`).
+    session.install(str(CORE), str(PACKAGES["astrocyte-gateway-py"]))
+    apim = ROOT / "gateway-plugins" / "azure-apim"
+    session.run(
+        "python", "-m", "pytest", str(apim / "tests"), f"--rootdir={apim}", "-p", "no:cacheprovider", "-ra",
+        *session.posargs,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) over the repository; mypy over every package's public code."""
     session.install(

@@ -17,9 +17,11 @@ from svc_common import REPO, STATE_ROOT, ServiceError, apt_install, say, tail
 from svc_kafka import Kafka
 from svc_postgres import Postgres
 from svc_redis import Redis
-from svc_tools import Chromium, Nginx
+from svc_tools import Chromium, Mono, Nginx
 
-SERVICES: dict[str, Service] = {svc.name: svc for svc in (Redis(), Postgres(), Kafka(), Nginx(), Chromium())}
+SERVICES: dict[str, Service] = {
+    svc.name: svc for svc in (Redis(), Postgres(), Kafka(), Nginx(), Chromium(), Mono())
+}
 ENV_FILE = STATE_ROOT / "env"
 USAGE = f"""usage: scripts/services up [NAME ...] | down [NAME ...] | status | env | reset
 services: {", ".join(SERVICES)} (default: all)"""

@@ -1,4 +1,4 @@
-"""Tools the tests run themselves (no daemon here): nginx with the Lua module, busted, Chromium."""
+"""Tools the tests run themselves (no daemon here): nginx with the Lua module, busted, Chromium, Mono."""
 
 from __future__ import annotations
 
@@ -151,4 +151,48 @@ class Chromium(Service):
         env = {"ASTROCYTE_TEST_CHROMIUM_BIN": str(chromium)}
         save_state(self.name, {"ready": True, "env": env})
         say(f"chromium: {chromium} renders headless")
+        return env
+
+
+_MONO_SMOKE = """using Newtonsoft.Json.Linq;
+public static class Smoke
+{
+    public static void Main() { System.Console.WriteLine(new JObject(new JProperty("mono", true)).ToString()); }
+}
+"""
+
+
+class Mono(Service):
+    """Mono's C# compiler and Newtonsoft.Json, to run APIM policy expressions; starts nothing that stays."""
+
+    name = "mono"
+    packages = ("mono-mcs", "libnewtonsoft-json-cil-dev")
+    newtonsoft = Path("/usr/lib/cli/Newtonsoft.Json-5.0/Newtonsoft.Json.dll")
+
+    def missing_debs(self) -> list[str]:
+        return [package for package in self.packages if not deb_installed(package)]
+
+    def up(self) -> dict[str, str]:
+        mcs, mono = _bin("mcs"), _bin("mono")
+        require(mcs is not None and mono is not None, "mcs or mono not found after install", self.log)
+        require(self.newtonsoft.exists(), f"{self.newtonsoft} missing after install", self.log)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        source, exe = self.dir / "smoke.cs", self.dir / "smoke.exe"
+        source.write_text(_MONO_SMOKE)
+        run([str(mcs), "-nologo", f"-r:{self.newtonsoft}", f"-out:{exe}", str(source)], self.log, timeout=120)
+        out = subprocess.run(
+            [str(mono), str(exe)],
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            env={"MONO_PATH": str(self.newtonsoft.parent), "PATH": "/usr/bin:/bin"},
+        )
+        require(b'"mono": true' in out.stdout, f"mono smoke test printed {out.stdout[:80]!r}", self.log)
+        env = {
+            "ASTROCYTE_TEST_MCS_BIN": str(mcs),
+            "ASTROCYTE_TEST_MONO_BIN": str(mono),
+            "ASTROCYTE_TEST_NEWTONSOFT_DLL": str(self.newtonsoft),
+        }
+        save_state(self.name, {"ready": True, "env": env})
+        say(f"mono: {mcs} compiles against {self.newtonsoft}")
         return env

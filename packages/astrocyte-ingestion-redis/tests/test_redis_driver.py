@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -277,8 +278,9 @@ async def test_a_missing_group_is_fatal_when_the_driver_may_not_create_it(
 
 # The least a source needs, as the README documents it (scripts are checked command by command).
 LEAST_PRIVILEGE = (
-    "+@connection +ping +xreadgroup +xack +xadd +xautoclaim +xpending +xinfo|groups "
-    "+xinfo|consumers +xgroup|create +xgroup|delconsumer +eval"
+    "+@connection +ping +type +xlen +xrange +xreadgroup +xack +xadd +xautoclaim +xpending "
+    "+xinfo|groups +xinfo|stream +xinfo|consumers +xgroup|create +xgroup|delconsumer +eval "
+    "+zadd +zscore +zremrangebyscore"
 ).split()
 
 
@@ -333,8 +335,9 @@ async def test_a_missing_acl_grant_is_fatal(
 
 
 async def test_entries_become_recallable_through_the_core_supervisor(
-    redis_server: RedisServer, redis_client: Redis, stream: str
+    redis_server: RedisServer, redis_client: Redis, stream: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="astrocyte.ingest.sink")
     sources = {
         "agent-events": {
             "type": "stream",
@@ -348,17 +351,19 @@ async def test_entries_become_recallable_through_the_core_supervisor(
         }
     }
     async with Astrocyte.from_dict({"store": "memory", "embedder": "hashing"}) as brain:
+        registry = CollectorRegistry()
         supervisor = IngestSupervisor.from_mapping(
             brain,
             sources,
             poll_interval=0.1,
-            registry=CollectorRegistry(),
+            registry=registry,
             restart=RestartPolicy(initial_delay=0.1),
         )
         async with supervisor:
             payload = {"content": "Ana's flight to Lisbon leaves at 9", "tags": ["travel"]}
             await redis_client.xadd(stream, {"payload": json.dumps(payload), "user": "ana"})
             await redis_client.xadd(stream, {"content": "no user, no bank"})
+            bad_json = (await redis_client.xadd(stream, {"payload": "{not json"})).decode()
 
             async def recallable() -> bool:
                 try:
@@ -369,11 +374,23 @@ async def test_entries_become_recallable_through_the_core_supervisor(
 
             await eventually("the memory recallable", recallable)
             await eventually(
-                "the bankless entry dead-lettered", lambda: _has_letters(redis_client, stream, 1)
+                "the bankless and the bad JSON entry dead-lettered",
+                lambda: _has_letters(redis_client, stream, 2),
             )
             await eventually("health settled", lambda: _source_settled(supervisor))
             health = supervisor.health()
-            assert health.ready and health.sources["agent-events"].counters["rejected"] == 1
+            # The bad JSON never reached the sink; the driver's dead letter is counted all the same.
+            assert health.ready and health.sources["agent-events"].counters["rejected"] == 2
+            rejected = {"source": "agent-events", "outcome": "rejected"}
+            assert registry.get_sample_value("astrocyte_ingest_messages_total", rejected) == 2
+        lines = [
+            r.getMessage() for r in caplog.records if r.getMessage().startswith("ingest message rejected")
+        ]
+        assert (
+            f"ingest message rejected: source agent-events, entry {stream}:{bad_json}: payload_bad_json"
+            in "\n".join(lines)
+        )
+        assert any("bank_missing" in line for line in lines)
         [hit] = (await brain.recall("flight to Lisbon", bank_id="user-ana")).hits
         assert hit.tags == ["travel"] and hit.source == "agent-events" and hit.metadata == {"user": "ana"}
 

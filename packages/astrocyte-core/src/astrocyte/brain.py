@@ -47,7 +47,7 @@ from astrocyte.errors import AstrocyteError, NotFoundError, ProviderUnavailableE
 from astrocyte.fusion import above, max_fused_score, reciprocal_rank_fusion
 from astrocyte.policy.access import bank_not_found
 from astrocyte.policy.engine import PolicyEngine
-from astrocyte.providers import EMBEDDERS, LLM, LLMS, STORES, Embedder, Store, build
+from astrocyte.providers import EMBEDDERS, LLM, LLMS, STORES, Embedder, Store, build, store_method
 from astrocyte.reflect import NO_MEMORIES_ANSWER, build_prompt, confidence, extractive_answer, order_hits
 from astrocyte.tokens import fit_budget
 from astrocyte.types import (
@@ -58,6 +58,7 @@ from astrocyte.types import (
     ComponentHealth,
     ForgetResult,
     HealthReport,
+    InsertOutcome,
     MemoryHit,
     MemoryRecord,
     RecallResult,
@@ -176,10 +177,13 @@ class Astrocyte:
         occurred_at: datetime | None = None,
         source: str | None = None,
         idempotency_key: str | None = None,
+        memory_key: str | None = None,
         context: AstrocyteContext | None = None,
     ) -> RetainResult:
         """Store one memory. The same ``idempotency_key`` in the same bank returns the first memory's
-        id with ``deduplicated=True`` and writes nothing."""
+        id with ``deduplicated=True`` and writes nothing. With ``memory_key`` (the stable name of an
+        external object, e.g. an issue) a new version replaces the bank's memory for that key (same
+        memory id, re-embedded) instead of adding a copy."""
         request = RetainRequest(
             content=content,
             bank_id=bank_id,
@@ -188,6 +192,7 @@ class Astrocyte:
             occurred_at=occurred_at,
             source=source,
             idempotency_key=idempotency_key,
+            memory_key=memory_key,
         )
         (outcome,) = await self._retain_batch([request], context)
         if isinstance(outcome, AstrocyteError):
@@ -266,6 +271,9 @@ class Astrocyte:
         content = check.validate_content(request.content)
         tags = check.validate_tags(request.tags)
         check.validate_retain_fields(request)
+        if request.memory_key is not None:
+            _check_memory_key(request.memory_key)
+            store_method(self.store, "upsert_keyed", "memory_keys_not_supported", "a retain with memory_key")
         self.policy.check_sizes(content, request.metadata, tags)
         text = self.policy.screen(content)
         metadata, tags = self.policy.screen_fields(request.metadata, tags)
@@ -317,11 +325,30 @@ class Astrocyte:
                 chunks = tuple(Chunk(i, text, vectors[row + i]) for i, text in enumerate(item.chunks))
             row += len(chunks)
             records.append(_record(item, chunks, now, memory_id))
-        inserted = await self.store.insert(records)
+        inserted = await self._insert(records)
         self._remember_banks(record.bank_id for record in records)
         return [
             RetainResult(stored=True, memory_id=o.memory_id, deduplicated=o.deduplicated) for o in inserted
         ]
+
+    async def _insert(self, records: list[MemoryRecord]) -> list[InsertOutcome]:
+        """Plain records through ``insert``, keyed ones (``memory_key``) through ``upsert_keyed``;
+        outcomes in the records' order."""
+        keyed = [i for i, record in enumerate(records) if record.memory_key is not None]
+        if not keyed:
+            return list(await self.store.insert(records))
+        plain = [i for i, record in enumerate(records) if record.memory_key is None]
+        upsert = store_method(
+            self.store, "upsert_keyed", "memory_keys_not_supported", "a retain with memory_key"
+        )
+        outcomes: list[InsertOutcome | None] = [None] * len(records)
+        for indices, answered in (
+            (keyed, await upsert([records[i] for i in keyed])),
+            (plain, await self.store.insert([records[i] for i in plain]) if plain else []),
+        ):
+            for index, outcome in zip(indices, answered, strict=True):
+                outcomes[index] = outcome
+        return outcomes  # type: ignore[return-value]  # every slot is filled above
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
         vectors = await self.embedder.embed(texts)
@@ -504,15 +531,41 @@ class Astrocyte:
         tags: Sequence[str] | None = None,
         before: datetime | None = None,
         scope: Literal["all"] | None = None,
+        memory_keys: Sequence[str] | None = None,
         context: AstrocyteContext | None = None,
     ) -> ForgetResult:
-        """Delete memories matching every given selector; ``scope="all"`` (alone) clears the bank."""
+        """Delete memories matching every given selector; ``scope="all"`` (alone) clears the bank.
+        ``memory_keys`` (alone) deletes the memories retained under those keys."""
         bank_id = check.validate_bank_id(bank_id)
         self.policy.authorize(context, bank_id, "forget")
+        if memory_keys is not None:
+            return await self._forget_keys(bank_id, memory_keys, (memory_ids, tags, before, scope), context)
         selector = check.forget_selector(memory_ids, tags, before, scope)
         await self._require_banks([bank_id])
         await self.policy.acquire(context, bank_id, "forget")
         return ForgetResult(deleted_count=await self.store.forget(bank_id, selector))
+
+    async def _forget_keys(
+        self,
+        bank_id: str,
+        memory_keys: Sequence[str],
+        others: tuple[Any, ...],
+        context: AstrocyteContext | None,
+    ) -> ForgetResult:
+        if any(other is not None for other in others):
+            raise ValidationError(
+                "memory_keys cannot be combined with other forget selectors", code="forget_selector_conflict"
+            )
+        if isinstance(memory_keys, str) or not memory_keys:
+            raise ValidationError("memory_keys must be a non-empty list of keys", code="memory_keys_invalid")
+        for key in memory_keys:
+            _check_memory_key(key)
+        forget_keys = store_method(
+            self.store, "forget_keys", "memory_keys_not_supported", "forget by memory_keys"
+        )
+        await self._require_banks([bank_id])
+        await self.policy.acquire(context, bank_id, "forget")
+        return ForgetResult(deleted_count=await forget_keys(bank_id, list(memory_keys)))
 
     # -- banks ------------------------------------------------------------------------------------
 
@@ -593,6 +646,16 @@ def _new_memory_ids(count: int) -> list[str]:
     return [digits[start : start + 32] for start in range(0, 32 * count, 32)]
 
 
+_MEMORY_KEY_MAX = 512
+
+
+def _check_memory_key(key: Any) -> None:
+    if not isinstance(key, str) or not key or len(key) > _MEMORY_KEY_MAX:
+        raise ValidationError(
+            f"memory_key must be a string of 1-{_MEMORY_KEY_MAX} characters", code="memory_key_invalid"
+        )
+
+
 def _record(item: _Prepared, chunks: tuple[Chunk, ...], now: datetime, memory_id: str) -> MemoryRecord:
     request = item.request
     return MemoryRecord(
@@ -606,6 +669,7 @@ def _record(item: _Prepared, chunks: tuple[Chunk, ...], now: datetime, memory_id
         retained_at=now,
         source=item.source,
         idempotency_key=request.idempotency_key,
+        memory_key=request.memory_key,
     )
 
 

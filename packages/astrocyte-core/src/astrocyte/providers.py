@@ -41,6 +41,21 @@ class Store(Protocol):
     and ``find_keys(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]`` (the memory id
     holding each stored ``(bank_id, idempotency_key)``).
 
+    Optional methods for "one memory per external object" (an issue, a comment): without them a
+    retain carrying ``memory_key`` is refused with ``NotSupportedError(code="memory_keys_not_supported")``.
+
+    - ``upsert_keyed(records) -> list[InsertOutcome]``: every record carries ``memory_key``. When
+      the bank holds a memory under that key with the record's idempotency key, the record is a
+      duplicate (nothing written). Otherwise, atomically (also against concurrent writers of the same
+      key): the memory held under the key, if any, is deleted with its chunks and search entries,
+      and the record is written *under that memory's id* (the id of an object's memory is stable);
+      the key then names it. Records of one call sharing a key apply in order (the last wins).
+    - ``forget_keys(bank_id, memory_keys) -> int``: delete the memories held under those keys.
+
+    ``release_lease(name, holder) -> bool`` (optional): give up a lease ``holder`` holds, so
+    another replica may take it at once; True when it was held by ``holder``. Without it a lease
+    simply expires.
+
     Every method is safe to call concurrently from many tasks. Writes are atomic per call:
     ``insert`` either writes a record whole (all chunks) or not at all.
     """
@@ -126,6 +141,21 @@ class LLM(Protocol):
     async def complete(self, system: str, user: str, *, max_tokens: int | None = None) -> str: ...
     async def close(self) -> None: ...
     async def health(self) -> ComponentHealth: ...
+
+
+def store_method(store: Any, name: str, code: str, what: str) -> Any:
+    """The optional store method ``name``, or raise ``NotSupportedError(code=code)`` saying ``what``
+    needs it: a third-party store without it fails clearly instead of silently writing copies."""
+    method = getattr(store, name, None)
+    if not callable(method):
+        from astrocyte.errors import NotSupportedError
+
+        raise NotSupportedError(
+            f"{what} needs a store with {name}(); {type(store).__name__} does not provide it "
+            "(the memory, sqlite and postgres stores do)",
+            code=code,
+        )
+    return method
 
 
 def load_class(group: str, name: str) -> type[Any]:

@@ -142,6 +142,9 @@ class MemoryRecord:
     retained_at: datetime = field(default_factory=lambda: datetime.now().astimezone())
     source: str | None = None
     idempotency_key: str | None = None
+    # A stable name for the external object this memory mirrors (see Store.upsert_keyed): a
+    # record with a key the bank holds under another idempotency key replaces that memory.
+    memory_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,3 +224,6 @@ class RetainRequest:
     occurred_at: datetime | None = None
     source: str | None = None
     idempotency_key: str | None = None
+    # One memory per external object: a new version (another idempotency key) under the same
+    # key replaces the bank's memory for it instead of adding a copy.
+    memory_key: str | None = None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from astrocyte.ingest.driver import DriverConfig, DriverHealth, DriverState, validate_model
-from astrocyte.ingest.sink import IngestMessage, Sink
+from astrocyte.ingest.sink import IngestMessage, Sink, report_dead_lettered
 from astrocyte.testing.ingest_contract import ContractMessage, IngestHarness
 
 TRANSPORTS: dict[str, LogTransport] = {}
@@ -32,6 +32,7 @@ class LogTransport:
         self.committed = 0
         self.dead_letters: list[tuple[str, str]] = []
         self.broken = False
+        self.dead_letters_broken = False
         self._grew = asyncio.Event()
 
     def _check(self) -> None:
@@ -58,7 +59,12 @@ class LogTransport:
 
     async def dead_letter(self, ref: str, error: str) -> None:
         self._check()
+        if self.dead_letters_broken:
+            raise ConnectionError(f"dead-letter destination of {self.name} refuses writes")
         self.dead_letters.append((ref, error))
+
+    def is_dead_lettered(self, ref: str) -> bool:
+        return any(letter == ref for letter, _ in self.dead_letters)
 
 
 class QueueDriverConfig(DriverConfig):
@@ -66,6 +72,15 @@ class QueueDriverConfig(DriverConfig):
     batch_size: int = 8
     backoff_initial: float = 0.02
     backoff_max: float = 0.4
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """An entry to dead-letter: its reference and why."""
+
+    ref: str
+    code: str
+    poison: bool = True  # False for a sink rejection
 
 
 class _Abandon(Exception):
@@ -135,21 +150,26 @@ class QueueDriver:
                 return
 
     async def handle(self, batch: list[Entry]) -> None:
-        """Decode, dead-letter poison, submit, retry failures with backoff, then commit."""
-        messages = [m for m in [await self.decode(e) for e in batch] if m is not None]
+        """Decode, submit the valid messages, retry failures with backoff, dead-letter poison and
+        rejections (retrying until the destination takes them), then commit."""
+        decoded = [self.decode(e) for e in batch]
+        messages = [m for m in decoded if isinstance(m, IngestMessage)]
+        poison = [p for p in decoded if isinstance(p, Poison)]
         self._in_flight = len(messages)
-        await self.settle(messages)
+        rejected = await self.settle(messages)
+        await self.dead_letter_all(poison + rejected)
         await self.transport.commit(batch[-1].offset + 1)
         self._in_flight = 0
 
-    async def settle(self, messages: Sequence[IngestMessage]) -> None:
-        todo, delay = list(messages), self.config.backoff_initial
+    async def settle(self, messages: Sequence[IngestMessage]) -> list[Poison]:
+        """Submit until nothing failed; returns the rejections (to dead-letter)."""
+        todo, delay, rejected = list(messages), self.config.backoff_initial, []
         while todo:
             outcomes = await self.sink.submit(todo)
             retry = []
             for message, outcome in zip(todo, outcomes, strict=True):
                 if outcome.status == "rejected":
-                    await self.transport.dead_letter(message.raw_ref or "", outcome.code or "rejected")
+                    rejected.append(Poison(message.raw_ref or "", outcome.code or "rejected", poison=False))
                 elif outcome.status == "failed":
                     retry.append(message)
             if retry and self._stopping.is_set():
@@ -158,17 +178,35 @@ class QueueDriver:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.backoff_max)
             todo = retry
+        return rejected
 
-    async def decode(self, entry: Entry) -> IngestMessage | None:
+    async def dead_letter_all(self, poison: Sequence[Poison]) -> None:
+        """Dead-letter each entry once (an entry seen again after a replay is already there)."""
+        for entry in poison:
+            await self.dead_letter_once(entry)
+
+    async def dead_letter_once(self, entry: Poison) -> None:
+        delay = self.config.backoff_initial
+        while not self.transport.is_dead_lettered(entry.ref):
+            try:
+                await self.transport.dead_letter(entry.ref, entry.code)
+                if entry.poison:  # the sink never saw it: count it there (sink rejections it counted)
+                    report_dead_lettered(self.sink, entry.ref, entry.code, "poison")
+            except ConnectionError as exc:
+                if self._stopping.is_set():
+                    raise _Abandon from exc
+                self._detail = str(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.backoff_max)
+
+    def decode(self, entry: Entry) -> IngestMessage | Poison | None:
         ref = f"{self.transport.name}:{entry.offset}"
         try:
             payload = json.loads(entry.payload.decode("utf-8"))
         except UnicodeDecodeError:
-            await self.transport.dead_letter(ref, "undecodable")
-            return None
+            return Poison(ref, "undecodable")
         except ValueError:
-            await self.transport.dead_letter(ref, "bad_json")
-            return None
+            return Poison(ref, "bad_json")
         return IngestMessage(
             idempotency_key=ref,
             content=payload["content"],
@@ -184,17 +222,52 @@ class AckFirstDriver(QueueDriver):
 
     async def handle(self, batch: list[Entry]) -> None:
         await self.transport.commit(batch[-1].offset + 1)
-        messages = [m for m in [await self.decode(e) for e in batch] if m is not None]
+        messages = [m for m in [self.decode(e) for e in batch] if isinstance(m, IngestMessage)]
         outcomes = await self.sink.submit(messages)
         for message, outcome in zip(messages, outcomes, strict=True):
             if outcome.status == "rejected":
                 await self.transport.dead_letter(message.raw_ref or "", outcome.code or "rejected")
 
 
+class DropsPartlyFailedDriver(QueueDriver):
+    """Broken: retries a batch only when all of it failed; a half-failed batch is committed."""
+
+    async def settle(self, messages: Sequence[IngestMessage]) -> list[Poison]:
+        while True:
+            outcomes = await self.sink.submit(messages)
+            if any(o.status != "failed" for o in outcomes) or not messages:
+                break
+            await asyncio.sleep(self.config.backoff_initial)
+        return [
+            Poison(m.raw_ref or "", o.code or "rejected")
+            for m, o in zip(messages, outcomes, strict=True)
+            if o.status == "rejected"
+        ]
+
+
+class DeadLetterFirstDriver(QueueDriver):
+    """Broken (the Redis driver's old order): dead-letters poison before submitting the batch, so
+    a failing dead-letter destination holds every valid message of the batch back."""
+
+    async def handle(self, batch: list[Entry]) -> None:
+        decoded = [self.decode(e) for e in batch]
+        await self.dead_letter_all([p for p in decoded if isinstance(p, Poison)])
+        messages = [m for m in decoded if isinstance(m, IngestMessage)]
+        await self.dead_letter_all(await self.settle(messages))
+        await self.transport.commit(batch[-1].offset + 1)
+
+
+class DeadLettersAgainDriver(QueueDriver):
+    """Broken: writes a dead letter for every poison delivery, also for one already there."""
+
+    async def dead_letter_once(self, entry: Poison) -> None:
+        await self.transport.dead_letter(entry.ref, entry.code)
+
+
 class DropPoisonDriver(QueueDriver):
     """Broken: skips entries it cannot decode without dead-lettering them."""
 
-    async def decode(self, entry: Entry) -> IngestMessage | None:
+    def decode(self, entry: Entry) -> IngestMessage | Poison | None:
         try:
             payload = json.loads(entry.payload.decode("utf-8"))
         except ValueError:  # UnicodeDecodeError is a ValueError too
@@ -262,3 +335,20 @@ class QueueHarness(IngestHarness):
 
     async def restore_transport(self) -> None:
         self.transport.broken = False
+
+    async def replay(self) -> None:
+        self.transport.committed = 0
+
+    async def break_dead_letters(self) -> None:
+        self.transport.dead_letters_broken = True
+
+    async def restore_dead_letters(self) -> None:
+        self.transport.dead_letters_broken = False
+
+
+class HooklessHarness(QueueHarness):
+    """A harness written before the optional hooks existed."""
+
+    replay = IngestHarness.replay
+    break_dead_letters = IngestHarness.break_dead_letters
+    restore_dead_letters = IngestHarness.restore_dead_letters

@@ -67,6 +67,14 @@ class FlakyDriver:
         return DriverHealth(self.state, lag=7 if self.state == "running" else None)
 
 
+class EventfulDriver(FlakyDriver):
+    """Reports a growing event total and an unknown lag (a trimmed stream, say)."""
+
+    async def health(self) -> DriverHealth:
+        self.reports = getattr(self, "reports", 0) + 1
+        return DriverHealth(self.state, lag=None, events={"group_recreated": min(self.reports, 3)})
+
+
 class PollOnlyDriver(FlakyDriver):
     source_type: ClassVar[Literal["stream", "poll"]] = "poll"
 

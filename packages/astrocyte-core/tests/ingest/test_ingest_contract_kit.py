@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import pytest
 from astrocyte.testing.ingest_contract import (
+    CHECKS,
     ContractSettings,
     ContractViolation,
+    HookNotSupported,
     IngestDriverContract,
     IngestHarness,
     run_check,
     run_ingest_contract,
 )
-from ingest_reference_driver import AckFirstDriver, DropPoisonDriver, NoDrainDriver, QueueHarness
+from ingest_reference_driver import (
+    AckFirstDriver,
+    DeadLetterFirstDriver,
+    DeadLettersAgainDriver,
+    DropPoisonDriver,
+    DropsPartlyFailedDriver,
+    HooklessHarness,
+    NoDrainDriver,
+    QueueHarness,
+)
 
 FAST = ContractSettings(timeout=10.0, messages=40, failure_seconds=0.8, sink_latency=0.2)
 # Broken drivers fail by timing out while waiting for lost messages: keep that wait short.
@@ -57,3 +68,33 @@ async def test_run_ingest_contract_lists_every_failed_check() -> None:
     text = str(caught.value)
     assert "ingest driver contract failed" in text and "poison_dead_lettered" in text
     assert "health_states" not in text
+
+
+async def test_kit_catches_a_driver_that_commits_a_half_failed_batch() -> None:
+    with pytest.raises(ContractViolation, match="partial_batch_failure: .*lost"):
+        await run_check(QueueHarness(DropsPartlyFailedDriver), "partial_batch_failure", BROKEN)
+
+
+async def test_kit_catches_a_driver_whose_dead_letter_failure_holds_back_valid_messages() -> None:
+    with pytest.raises(
+        ContractViolation,
+        match="dead_letter_failure_loses_nothing: .*valid messages stored while the dead-letter destination fails",
+    ):
+        await run_check(QueueHarness(DeadLetterFirstDriver), "dead_letter_failure_loses_nothing", BROKEN)
+
+
+async def test_kit_catches_a_driver_that_dead_letters_a_replayed_entry_again() -> None:
+    with pytest.raises(
+        ContractViolation,
+        match="dead_letter_once_on_replay: after a replay: dead-lettered more than once: bad_json x2, "
+        "missing_bank x2, rejected_by_sink x2, undecodable x2",
+    ):
+        await run_check(QueueHarness(DeadLettersAgainDriver), "dead_letter_once_on_replay", BROKEN)
+
+
+async def test_a_harness_without_the_optional_hooks_skips_only_their_checks() -> None:
+    with pytest.raises(HookNotSupported):
+        await run_check(HooklessHarness(), "dead_letter_once_on_replay", FAST)
+    skipped = await run_ingest_contract(HooklessHarness(), FAST)
+    assert skipped == ["dead_letter_failure_loses_nothing", "dead_letter_once_on_replay"]
+    assert set(skipped) < set(CHECKS)

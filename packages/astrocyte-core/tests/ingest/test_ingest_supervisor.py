@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -140,10 +141,12 @@ async def test_messages_flow_into_the_store_with_counters_and_metrics(memory_bra
     finally:
         TRANSPORTS.pop("sup-e2e")
     assert stats.memory_count == 21  # the repeated content has its own transport key, so it is new
-    assert health.counters == {"stored": 21, "duplicate": 0, "rejected": 0, "failed": 0}
+    # The undecodable entry never reached the sink; the driver reported its dead letter.
+    assert health.counters == {"stored": 21, "duplicate": 0, "rejected": 1, "failed": 0}
     assert health.last_success_at is not None
     assert transport.dead_letters == [("sup-e2e:20", "undecodable")]
     assert sample(registry, "astrocyte_ingest_messages_total", source="e2e", outcome="stored") == 21
+    assert sample(registry, "astrocyte_ingest_messages_total", source="e2e", outcome="rejected") == 1
     assert sample(registry, "astrocyte_ingest_batch_seconds_count", source="e2e") >= 1
     assert sample(registry, "astrocyte_ingest_lag", source="e2e") == 0
 
@@ -198,3 +201,25 @@ async def test_a_start_that_runs_until_stopped_is_supervised(memory_brain, regis
         began = time.monotonic()
     assert time.monotonic() - began < 2.0  # stop() made the long-running start() return
     assert sup.health().sources["loop"].state == "stopped" and STARTS["loop"] == 2
+
+
+async def test_driver_events_become_a_counter_and_unknown_lag_reads_nan(memory_brain, registry) -> None:
+    sup = supervisor(
+        memory_brain, registry, {"ev": {"type": "stream", "driver": "ingest_test_drivers:EventfulDriver"}}
+    )
+    async with sup:
+        await eventually(
+            "three events counted",
+            lambda: (
+                sample(registry, "astrocyte_ingest_driver_events_total", source="ev", event="group_recreated")
+                == 3
+            ),
+        )
+        await asyncio.sleep(0.2)  # more polls report the same total: counted once
+        assert (
+            sample(registry, "astrocyte_ingest_driver_events_total", source="ev", event="group_recreated")
+            == 3
+        )
+        lag = sample(registry, "astrocyte_ingest_lag", source="ev")
+        assert lag is not None and math.isnan(lag)
+        assert sup.health().sources["ev"].lag is None

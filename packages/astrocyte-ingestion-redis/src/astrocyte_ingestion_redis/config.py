@@ -74,6 +74,7 @@ class RedisStreamConfig(DriverConfig):
     forget_idle_consumers_ms: int | None = Field(default=3_600_000, ge=1_000)
     backoff_initial_ms: int = Field(default=100, ge=1)
     backoff_max_ms: int = Field(default=30_000, ge=1)
+    reconnect_max_ms: int = Field(default=1_000, ge=50, le=60_000)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     command_timeout_s: float = Field(default=10.0, gt=0)
     stats_interval_s: float = Field(default=1.0, gt=0)

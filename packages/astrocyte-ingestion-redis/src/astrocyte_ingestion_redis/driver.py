@@ -12,7 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar, Literal, TypeVar
 
 from astrocyte.ingest.driver import DriverHealth, DriverState, validate_model
@@ -28,8 +31,8 @@ from redis.exceptions import (
 from astrocyte_ingestion_redis.backoff import Backoff
 from astrocyte_ingestion_redis.config import RedisStreamConfig
 from astrocyte_ingestion_redis.connection import build_client, default_consumer_name
-from astrocyte_ingestion_redis.group import ConsumerGroup, Delivered, GroupStats
-from astrocyte_ingestion_redis.settle import BatchSettler, SettleHooks
+from astrocyte_ingestion_redis.group import ConsumerGroup, Delivered, GroupCreated, GroupStats
+from astrocyte_ingestion_redis.settle import Abandoned, BatchSettler, SettleHooks
 
 log = logging.getLogger("astrocyte_ingestion_redis")
 T = TypeVar("T")
@@ -38,6 +41,36 @@ FORGET_TIMEOUT_SECONDS = 1.0
 
 class _Stopped(Exception):
     """The driver is stopping: leave the reader loop."""
+
+
+class _CallWatch:
+    """Redis commands in flight and when each is due to answer, so health can tell a stalled server
+    (connected, answering nothing: ``CLIENT PAUSE``, overload, a half-open partition) from a quiet one.
+    A command is overdue ``grace`` seconds (the configured block time) after the time it may
+    legitimately take (a blocking read's own block time, else nothing)."""
+
+    def __init__(self, grace: float) -> None:
+        self._grace = grace
+        self._started: dict[int, tuple[float, float]] = {}  # token -> (started, due)
+        self._tokens = 0
+
+    async def run(self, command: Callable[[], Awaitable[T]], allowed: float = 0.0) -> T:
+        """Await ``command()``, allowed to take ``allowed`` seconds (a blocking read's block time).
+        (A callable, not a coroutine: a run closed before it starts leaves no coroutine unawaited.)"""
+        self._tokens += 1
+        token = self._tokens
+        now = time.monotonic()
+        self._started[token] = (now, now + allowed + self._grace)
+        try:
+            return await command()
+        finally:
+            del self._started[token]
+
+    def stalled_for(self) -> float | None:
+        """Seconds the oldest overdue command has waited, or None when none is overdue."""
+        now = time.monotonic()
+        overdue = [started for started, due in self._started.values() if now > due]
+        return now - min(overdue) if overdue else None
 
 
 class _ReadPlan:
@@ -85,8 +118,19 @@ class RedisStreamDriver:
         self._stopping = asyncio.Event()
         self._reading_allowed = asyncio.Event()
         self._reading_allowed.set()
+        self._watch = _CallWatch(grace=config.block_ms / 1000)
         self._settler = BatchSettler(
-            self.group, sink, config, SettleHooks(self._backing_off, self._recovered, self._stopping)
+            self.group,
+            sink,
+            config,
+            SettleHooks(
+                self._backing_off,
+                self._recovered,
+                self._stopping,
+                self._write_failing,
+                self._write_recovered,
+                self._watch.run,
+            ),
         )
         self._plan = _ReadPlan(config.streams, config.claim_interval_s)
         self._slots = asyncio.Semaphore(config.concurrency)
@@ -96,6 +140,13 @@ class RedisStreamDriver:
         self._in_flight: set[tuple[str, str]] = set()
         self._failing_batches = 0
         self._sink_detail: str | None = None
+        self._failing_writes = 0
+        self._write_detail: str | None = None
+        self._stalled = False
+        self._connected_once = False
+        self._dead_letters_present: set[str] = set()
+        self._events: Counter[str] = Counter()
+        self._note: str | None = None  # the last incident, shown as the detail while running
         self._state: DriverState = "starting"
         self._detail: str | None = None
         self._stats = GroupStats(pending=0, lag=None)
@@ -152,16 +203,41 @@ class RedisStreamDriver:
         self._state, self._detail = "stopped", None
 
     async def health(self) -> DriverHealth:
-        """State, group-wide pending entries and lag (``XINFO GROUPS``; None when Redis cannot tell)."""
+        """State, group-wide pending entries and lag (None when Redis cannot tell), and the events
+        counted so far (``group_recreated``, ``stream_lost``, ``pending_deleted``, ``stalled``, ...).
+
+        ``degraded`` while Redis is unreachable, while a command has gone unanswered longer than the
+        configured block time (a paused or stalled server), while the sink fails, and while a Redis
+        write of a batch (an acknowledgement, a dead letter) fails. While ``running`` the detail is
+        the last incident (a recreated group, a lost stream), if any."""
         state, detail = self._state, self._detail
-        if state == "running" and self._failing_batches:
-            state, detail = "degraded", self._sink_detail
-        return DriverHealth(state, lag=self._stats.lag, pending=self._stats.pending, detail=detail)
+        if state == "running":
+            stalled = self._watch.stalled_for()
+            if stalled is not None and not self._stalled:
+                self._events["stalled"] += 1
+                log.warning("redis source %s: redis has not answered for %.1fs", self.source_id, stalled)
+            self._stalled = stalled is not None
+            if stalled is not None:
+                state = "degraded"
+                detail = f"redis has not answered for {stalled:.1f}s (paused, overloaded or partitioned)"
+            elif self._failing_batches:
+                state, detail = "degraded", self._sink_detail
+            elif self._failing_writes:
+                state, detail = "degraded", self._write_detail
+            else:
+                detail = self._note
+        return DriverHealth(
+            state, lag=self._stats.lag, pending=self._stats.pending, detail=detail, events=dict(self._events)
+        )
 
     # -- the reader loop ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        backoff = Backoff(self.config.backoff_initial_ms / 1000, self.config.backoff_max_ms / 1000)
+        # Reconnects are capped low (reconnect_max_ms, 1 s by default, with jitter): one cheap PING
+        # a second does not hammer a server that is down, and the driver is back within about a
+        # second of the server answering again, however long the outage was.
+        reconnect_max = self.config.reconnect_max_ms / 1000
+        backoff = Backoff(min(self.config.backoff_initial_ms / 1000, reconnect_max), reconnect_max)
         while not self._stopping.is_set():
             try:
                 await self._connect()
@@ -173,20 +249,77 @@ class RedisStreamDriver:
                 if self._is_fatal(exc):
                     self._state, self._detail = "failed", f"redis: {type(exc).__name__}: {exc}"
                     raise
-                self._state, self._detail = "degraded", f"redis unreachable: {type(exc).__name__}: {exc}"
-                log.warning("redis source %s: %s; reconnecting", self.source_id, self._detail)
+                if _is_nogroup(exc):  # Redis is up; the group is gone: recreate it at once
+                    self._group_missing(exc)
+                    delay = backoff.initial
+                else:
+                    self._state, self._detail = "degraded", f"redis unreachable: {type(exc).__name__}: {exc}"
+                    log.warning("redis source %s: %s; reconnecting", self.source_id, self._detail)
+                    delay = backoff.next()
                 with contextlib.suppress(_Stopped):
-                    await self._until_stopped(asyncio.sleep(backoff.next()))
+                    await self._until_stopped(asyncio.sleep(delay))
             except Exception as exc:  # a bug: say so in health, and let the supervisor rebuild us
                 self._state, self._detail = "failed", f"{type(exc).__name__}: {exc}"
                 raise
 
     async def _connect(self) -> None:
-        await self._until_stopped(self._client.ping())
-        await self._until_stopped(self.group.ensure())
+        await self._until_stopped(self._watch.run(self._client.ping))
+        created = await self._until_stopped(self._watch.run(self.group.ensure))
+        present = await self._until_stopped(self._watch.run(self.group.present_dead_letter_streams))
+        if self._connected_once:
+            self._report_losses(created, self._dead_letters_present - present)
+        elif created:
+            log.info(
+                "redis source %s created consumer group %r on %s",
+                self.source_id,
+                self.group.group,
+                ", ".join(c.stream for c in created),
+            )
+        self._connected_once = True
+        self._dead_letters_present = present
         self._plan.restart()
         self._settle_before_recovery = set(self._tasks)
         self._state, self._detail = "running", None
+
+    def _group_missing(self, exc: BaseException) -> None:
+        self._state = "degraded"
+        self._detail = f"consumer group {self.group.group!r} missing ({exc}); recreating it"
+        log.warning(
+            "redis source %s: consumer group %r is missing although Redis answers (destroyed, or "
+            "lost with Redis's data); recreating it",
+            self.source_id,
+            self.group.group,
+        )
+
+    def _report_losses(self, created: Sequence[GroupCreated], dead_letters_gone: set[str]) -> None:
+        """Say what a reconnect found missing: a group recreated on a stream that is still there
+        (its entries are read again), or a stream gone with its group (a restart without
+        persistence, or the key deleted), and dead-letter streams gone."""
+        notes: list[str] = []
+        for found in created:
+            if found.stream_existed:
+                self._events["group_recreated"] += 1
+                self._events["entries_reread"] += found.length
+                notes.append(
+                    f"consumer group {self.group.group!r} was missing on stream {found.stream!r}; "
+                    f"recreated at id {found.start_id}, {found.length} entries will be read again "
+                    "(the store answers duplicate for those it holds; entries already dead-lettered "
+                    "are not dead-lettered again)"
+                )
+            else:
+                self._events["stream_lost"] += 1
+                notes.append(
+                    f"stream {found.stream!r} and its consumer group {self.group.group!r} were gone "
+                    "(Redis restarted without persistence, or the key was deleted); recreated empty: "
+                    "entries that were pending there cannot be redelivered"
+                )
+        if dead_letters_gone:
+            self._events["dead_letters_lost"] += len(dead_letters_gone)
+            notes.append(f"dead-letter stream(s) {', '.join(sorted(dead_letters_gone))} gone")
+        if notes:
+            text = "; ".join(notes)
+            log.warning("redis source %s: %s", self.source_id, text)
+            self._note = f"at {datetime.now(UTC).isoformat(timespec='seconds')}: {text}"
 
     async def _read_forever(self) -> None:
         while True:
@@ -212,26 +345,47 @@ class RedisStreamDriver:
             settling, self._settle_before_recovery = self._settle_before_recovery, set()
             if settling:
                 await self._until_stopped(asyncio.wait(settling))
-            batch = await self._until_stopped(self.group.read(plan.recovering, count, None))
+            batch = await self._until_stopped(
+                self._watch.run(partial(self.group.read, plan.recovering, count, None))
+            )
             last = {item.stream: item.entry_id for item in batch}
             plan.recovering = {stream: last[stream] for stream in plan.recovering if stream in last}
             if batch:
-                await self.group.count_deliveries(batch)
+                await self._watch.run(partial(self.group.count_deliveries, batch))
             return self._not_in_flight(batch)
         if plan.claim_due():
-            claimed: list[Delivered] = []
-            cursors: dict[str, str] = {}
-            for stream in plan.streams:
-                cursors[stream], items = await self.group.claim(stream, plan.claim_cursors[stream], count)
-                claimed.extend(items)
-            if plan.claimed(cursors):
-                await self._forget_idle_consumers()
-            if claimed:
-                await self.group.count_deliveries(claimed)
-                log.info("redis source %s claimed %d idle entries", self.source_id, len(claimed))
-            return self._not_in_flight(claimed)
+            return await self._claim(count)
         new = dict.fromkeys(plan.streams, ">")
-        return await self._until_stopped(self.group.read(new, count, self.config.block_ms))
+        block = self.config.block_ms
+        return await self._until_stopped(
+            self._watch.run(partial(self.group.read, new, count, block), block / 1000)
+        )
+
+    async def _claim(self, count: int) -> list[Delivered]:
+        plan = self._plan
+        claimed: list[Delivered] = []
+        cursors: dict[str, str] = {}
+        for stream in plan.streams:
+            page = await self._watch.run(partial(self.group.claim, stream, plan.claim_cursors[stream], count))
+            cursors[stream] = page.cursor
+            claimed.extend(page.entries)
+            if page.deleted:
+                self._events["pending_deleted"] += len(page.deleted)
+                log.warning(
+                    "redis source %s: %d entries pending under an idle consumer were deleted from "
+                    "stream %r before anyone stored them (trimmed or XDEL'd); Redis dropped them "
+                    "from the pending list and they are lost: %s",
+                    self.source_id,
+                    len(page.deleted),
+                    stream,
+                    ", ".join(page.deleted[:10]),
+                )
+        if plan.claimed(cursors):
+            await self._forget_idle_consumers()
+        if claimed:
+            await self._watch.run(partial(self.group.count_deliveries, claimed))
+            log.info("redis source %s claimed %d idle entries", self.source_id, len(claimed))
+        return self._not_in_flight(claimed)
 
     def _not_in_flight(self, batch: list[Delivered]) -> list[Delivered]:
         """Pending reads and claims return entries a batch task of ours is still settling: skip them."""
@@ -253,11 +407,12 @@ class RedisStreamDriver:
     async def _settle(self, batch: list[Delivered]) -> None:
         try:
             await self._settler.settle(batch)
-        except (RedisError, OSError) as exc:
-            # The entries stay pending; re-read our own pending list once Redis answers again.
-            log.warning(
-                "redis source %s: batch left pending: %s: %s", self.source_id, type(exc).__name__, exc
-            )
+        except Abandoned as exc:
+            # What is left stays pending (or comes back through a recreated group): re-read our own
+            # pending list, after the other batches settled.
+            log.info("redis source %s: rest of a batch left pending: %s", self.source_id, exc)
+            if self._stopping.is_set():
+                return
             self._plan.recovering = dict.fromkeys(self._plan.streams, "0")
             current = asyncio.current_task()
             self._settle_before_recovery = {task for task in self._tasks if task is not current}
@@ -300,6 +455,16 @@ class RedisStreamDriver:
         self._reading_allowed.clear()
         self._sink_detail = f"sink failing ({outcome.code}): retrying in {delay:.2f}s, reading paused"
 
+    def _write_failing(self, detail: str) -> None:
+        self._failing_writes += 1
+        self._events["write_failed"] += 1
+        self._write_detail = f"{detail}; retrying (the valid entries of the batch are stored)"
+
+    def _write_recovered(self) -> None:
+        self._failing_writes = max(0, self._failing_writes - 1)
+        if not self._failing_writes:
+            self._write_detail = None
+
     def _recovered(self) -> None:
         self._failing_batches -= 1
         if self._failing_batches <= 0:
@@ -335,6 +500,10 @@ class RedisStreamDriver:
             return
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.group.forget_self_if_idle(), timeout=FORGET_TIMEOUT_SECONDS)
+
+
+def _is_nogroup(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
 
 
 async def _wait_event(event: asyncio.Event, ends: float) -> bool:

@@ -111,6 +111,7 @@ class RedisServer:
 # A restarted driver keeps the consumer name, so it re-reads what its predecessor left pending at
 # once (replicas with generated names recover the same entries through XAUTOCLAIM instead).
 CONSUMER = "contract-consumer"
+GROUP = "contract"
 
 
 class RedisHarness(IngestHarness):
@@ -146,7 +147,7 @@ class RedisHarness(IngestHarness):
         if not self.server.running:
             self.server.start()
         assert self.client is not None
-        await self.client.delete(self.stream, self.dead_letters)
+        await self.client.delete(self.stream, self.dead_letters, f"{self.dead_letters}:seen")
         await self.client.aclose()
         if self.owns_server:
             await asyncio.to_thread(self.server.stop)
@@ -156,7 +157,7 @@ class RedisHarness(IngestHarness):
             {
                 "url": self.server.url,
                 "streams": [self.stream],
-                "group": "contract",
+                "group": GROUP,
                 "consumer": CONSUMER,
                 "batch_size": 8,
                 "block_ms": 100,
@@ -192,6 +193,23 @@ class RedisHarness(IngestHarness):
 
     async def restore_transport(self) -> None:
         await asyncio.to_thread(self.server.start)
+
+    async def replay(self) -> None:
+        """Destroy the consumer group: the next driver recreates it at ``start_id`` 0 and reads
+        the whole stream again."""
+        assert self.client is not None
+        await self.client.xgroup_destroy(self.stream, GROUP)
+
+    async def break_dead_letters(self) -> None:
+        """A string where the dead-letter stream goes: every dead-letter script fails (before it
+        writes anything)."""
+        assert self.client is not None
+        await self.client.delete(self.dead_letters)
+        await self.client.set(self.dead_letters, "not a stream")
+
+    async def restore_dead_letters(self) -> None:
+        assert self.client is not None
+        await self.client.delete(self.dead_letters)
 
     async def _add(self, fields: dict[bytes, bytes]) -> str:
         assert self.client is not None

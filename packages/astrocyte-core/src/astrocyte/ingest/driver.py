@@ -10,7 +10,7 @@ acknowledges an entry only after the sink answered ``stored``, ``duplicate`` or 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
 import pydantic
@@ -32,16 +32,22 @@ class DriverHealth:
     ``state``: ``starting`` (connecting), ``running`` (consuming), ``degraded`` (transport down or
     sink failing; the driver keeps retrying on its own), ``failed`` (fatal: the driver cannot go on
     and the supervisor should rebuild it), ``stopped``. ``lag``: entries behind the head of the
-    transport when known; ``pending``: entries delivered but not yet acknowledged.
+    transport when known; ``pending``: entries delivered but not yet acknowledged. ``events``:
+    running totals of notable transport events since this driver instance started (for example
+    ``{"group_recreated": 1}``); the supervisor exports the increments as
+    ``astrocyte_ingest_driver_events_total{source, event}``. Drivers that have none leave it empty.
     """
 
     state: DriverState
     lag: int | None = None
     pending: int | None = None
     detail: str | None = None
+    events: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        body = asdict(self)
+        body["events"] = dict(self.events)
+        return body
 
 
 @runtime_checkable

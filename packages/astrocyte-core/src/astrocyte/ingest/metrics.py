@@ -30,6 +30,7 @@ class IngestMetrics:
     pending: Gauge  # astrocyte_ingest_pending{source}
     up: Gauge  # astrocyte_ingest_source_up{source}: 1 when running
     batch_seconds: Histogram  # astrocyte_ingest_batch_seconds{source}
+    events: Counter  # astrocyte_ingest_driver_events_total{source,event}: what DriverHealth.events counts
 
     def record_outcomes(self, source_id: str, statuses: Iterable[str]) -> None:
         counts: dict[str, int] = {}
@@ -94,6 +95,13 @@ def _create(registry: CollectorRegistry) -> IngestMetrics:
             "Time the sink took per batch.",
             ["source"],
             buckets=BATCH_BUCKETS,
+        ),
+        events=_get_or_make(
+            registry,
+            Counter,
+            "astrocyte_ingest_driver_events",
+            "Notable transport events a driver reported (group recreated, stream lost, ...).",
+            ["source", "event"],
         ),
     )
 

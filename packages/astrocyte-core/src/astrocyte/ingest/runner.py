@@ -4,6 +4,10 @@ HTTP replicas and ingest workers then scale apart: a worker can be killed and re
 touching the API. SIGTERM or SIGINT stops the sources with a drain deadline.
 
     astrocyte-ingest --config astrocyte.yaml [--drain-seconds 30] [--metrics-port 9464]
+
+With a metrics port the worker serves ``/live``, ``/health`` (the gateway's ``/health/ingest``
+view: 503 until every ``required`` source is consuming), ``/health/ingest`` and ``/metrics``; see
+:mod:`astrocyte.ingest.probes`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Sequence
 
 from astrocyte.errors import AstrocyteError
 from astrocyte.ingest.config import validate_sources
+from astrocyte.ingest.probes import WorkerProbes
 from astrocyte.ingest.supervisor import IngestSupervisor
 
 log = logging.getLogger("astrocyte.ingest.runner")
@@ -44,9 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=int,
         default=int(os.environ.get("ASTROCYTE_INGEST_METRICS_PORT", "0")),
-        help="serve Prometheus metrics on this port (0: off)",
+        help="serve /live, /health and /metrics on this port (0: off; $ASTROCYTE_INGEST_METRICS_PORT)",
     )
-    parser.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics server")
+    parser.add_argument(
+        "--metrics-host",
+        default=os.environ.get("ASTROCYTE_INGEST_METRICS_HOST", "127.0.0.1"),
+        help="address of the probe and metrics server (default 127.0.0.1; $ASTROCYTE_INGEST_METRICS_HOST)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("ASTROCYTE_LOG_LEVEL", "INFO"))
     return parser
 
@@ -75,20 +84,29 @@ async def run_ingest(
         return EXIT_CONFIG
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
+    supervisor = IngestSupervisor(brain, sources)
+    probes = WorkerProbes(
+        supervisor, asyncio.get_running_loop(), admin_token=os.environ.get("ASTROCYTE_ADMIN_TOKEN") or None
+    )
     if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr=metrics_host)
-    async with brain:
-        supervisor = IngestSupervisor(brain, sources)
-        await supervisor.start()
-        log.info("ingesting from %s", ", ".join(sources))
-        if freeze_start_up:
-            gc.collect()
-            gc.freeze()
-        await stop.wait()
-        log.info("stopping sources (drain deadline %.0fs)", drain_seconds)
-        await supervisor.stop(drain_seconds)
+        try:
+            probes.start(metrics_host, metrics_port)
+        except OSError as exc:
+            log.error("cannot serve probes on %s:%d: %s", metrics_host, metrics_port, exc.strerror or exc)
+            return EXIT_CONFIG
+        log.info("probes and metrics on http://%s:%d (/live, /health, /metrics)", metrics_host, probes.port)
+    try:
+        async with brain:
+            await supervisor.start()
+            log.info("ingesting from %s", ", ".join(sources))
+            if freeze_start_up:
+                gc.collect()
+                gc.freeze()
+            await stop.wait()
+            log.info("stopping sources (drain deadline %.0fs)", drain_seconds)
+            await supervisor.stop(drain_seconds)
+    finally:
+        probes.stop()
     return EXIT_OK
 
 

@@ -12,6 +12,11 @@ A driver hands a batch of :class:`IngestMessage` to ``await sink.submit(batch)``
 
 Idempotency keys are used as given (drivers namespace them, e.g. ``<stream>:<entry id>``);
 messages sharing ``(bank, key)`` inside one batch resolve to one memory.
+
+A message with ``memory_key`` mirrors an external object (an issue, a comment): a new version
+(another idempotency key) replaces the bank's memory for that key instead of adding a copy, and
+answers ``stored``. A message with ``forget=True`` deletes the memory held under its ``memory_key``
+and answers ``stored`` with ``code="forgotten"`` (also when there was nothing to delete).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from astrocyte.errors import AstrocyteError, RateLimitedError, ValidationError
+from astrocyte.errors import AstrocyteError, NotFoundError, RateLimitedError, ValidationError
 from astrocyte.ingest.principals import PrincipalPolicy
 from astrocyte.types import AstrocyteContext, RetainRequest, RetainResult
 
@@ -51,6 +56,8 @@ class IngestMessage:
     occurred_at: datetime | None = None
     principal: str | None = None
     raw_ref: str | None = None
+    memory_key: str | None = None
+    forget: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,17 @@ class Sink(Protocol):
     async def submit(self, batch: Sequence[IngestMessage]) -> list[Outcome]: ...
 
 
+def report_dead_lettered(sink: Sink, raw_ref: str, code: str, reason: str) -> None:
+    """Tell the sink about an entry the driver dead-lettered without submitting it (poison: not
+    UTF-8, bad JSON, delivered too often), so it is counted and logged like a sink rejection.
+
+    Call it once per entry, when the dead-letter write succeeded (not again for a redelivery of an
+    entry already dead-lettered). Sinks without a ``record_dead_lettered`` method are left alone."""
+    record = getattr(sink, "record_dead_lettered", None)
+    if callable(record):
+        record(raw_ref, code, reason)
+
+
 class RetainManyTarget(Protocol):
     """The part of :class:`astrocyte.brain.Astrocyte` the sink uses."""
 
@@ -91,7 +109,9 @@ class RetainManyTarget(Protocol):
     ) -> Awaitable[list[RetainResult | AstrocyteError]]: ...
 
 
-SinkObserver = Callable[[Sequence[Outcome], float], None]
+# Called with a batch's outcomes and the seconds the batch took; ``None`` seconds for an entry the
+# driver dead-lettered itself (counted, but not a batch).
+SinkObserver = Callable[[Sequence[Outcome], float | None], None]
 
 
 def outcome_for_error(error: BaseException) -> Outcome:
@@ -122,6 +142,7 @@ class _Prepared:
     outcomes: list[Outcome | None]
     groups: dict[AstrocyteContext, _Group]
     followers: dict[int, int]  # message index -> leader index
+    forgets: list[int] = field(default_factory=list)  # indices of forget messages
 
 
 @dataclass(slots=True)
@@ -175,25 +196,46 @@ class IngestSink:
             max_batch=max_batch,
         )
 
+    @property
+    def store(self) -> Any | None:
+        """The engine's store, where drivers keep cursors and leases (:mod:`astrocyte.ingest.state`)."""
+        return getattr(self._brain, "store", None)
+
     async def submit(self, batch: Sequence[IngestMessage]) -> list[Outcome]:
         """Retain a batch; one outcome per message, in order. Never raises for a bad message."""
         started = time.perf_counter()
         prepared = self._prepare(batch)
         await asyncio.gather(
-            *(self._retain_group(ctx, group, prepared.outcomes) for ctx, group in prepared.groups.items())
+            *(self._retain_group(ctx, group, prepared.outcomes) for ctx, group in prepared.groups.items()),
+            *(self._forget(batch[i], i, prepared.outcomes) for i in prepared.forgets),
         )
         for index, leader in prepared.followers.items():
             prepared.outcomes[index] = _follower_outcome(prepared.outcomes[leader])
         outcomes = [o or Outcome.failed("sink_error", "no outcome") for o in prepared.outcomes]
         for message, outcome in zip(batch, outcomes, strict=True):
             if outcome.status == "rejected":
-                log.info(
-                    "ingest message rejected",
-                    extra={"source_id": self.source_id, "raw_ref": message.raw_ref, "code": outcome.code},
-                )
+                self._log_rejected(message.raw_ref or message.idempotency_key, outcome.code, outcome.reason)
         if self._observer is not None:
             self._observer(outcomes, time.perf_counter() - started)
         return outcomes
+
+    def record_dead_lettered(self, raw_ref: str, code: str, reason: str) -> None:
+        """Count and log an entry the driver dead-lettered before it reached the sink (see
+        :func:`report_dead_lettered`): ``rejected`` in the metrics and the source's counters."""
+        self._log_rejected(raw_ref, code, reason)
+        if self._observer is not None:
+            self._observer([Outcome.rejected(code, reason)], None)
+
+    def _log_rejected(self, raw_ref: str, code: str | None, reason: str | None) -> None:
+        # The code and the entry's position are in the text too: the default formatter drops extras.
+        log.info(
+            "ingest message rejected: source %s, entry %s: %s: %s",
+            self.source_id,
+            raw_ref,
+            code,
+            (reason or "")[:200],
+            extra={"source_id": self.source_id, "raw_ref": raw_ref, "code": code},
+        )
 
     def _prepare(self, batch: Sequence[IngestMessage]) -> _Prepared:
         prepared = _Prepared([None] * len(batch), {}, {})
@@ -212,6 +254,9 @@ class IngestSink:
                 context = contexts[message.principal] = self._context_for(message.principal)
             if isinstance(context, AstrocyteError):
                 prepared.outcomes[index] = Outcome.rejected(context.code, context.message)
+                continue
+            if message.forget:
+                prepared.forgets.append(index)
                 continue
             keys = leaders.get(bank_id)
             if keys is None:
@@ -263,6 +308,32 @@ class IngestSink:
             occurred_at=message.occurred_at,
             source=self.source_id,
             idempotency_key=message.idempotency_key,
+            memory_key=message.memory_key,
+        )
+
+    async def _forget(self, message: IngestMessage, index: int, outcomes: list[Outcome | None]) -> None:
+        """Delete the memory a forget message names (its bank and ``memory_key``)."""
+        if not message.memory_key:
+            outcomes[index] = Outcome.rejected("memory_key_missing", "a forget message needs a memory_key")
+            return
+        forget = getattr(self._brain, "forget", None)
+        if forget is None:
+            outcomes[index] = Outcome.rejected("not_supported", "this sink's engine cannot forget")
+            return
+        bank_id = self._bank_for(message)
+        context = self._context_for(message.principal)
+        try:
+            if isinstance(context, AstrocyteError):
+                raise context
+            result = await forget(bank_id, memory_keys=[message.memory_key], context=context)
+        except NotFoundError:  # the bank was never written: nothing to forget
+            outcomes[index] = Outcome("stored", code="forgotten", reason="0 memories deleted")
+            return
+        except Exception as exc:
+            outcomes[index] = outcome_for_error(exc)
+            return
+        outcomes[index] = Outcome(
+            "stored", code="forgotten", reason=f"{result.deleted_count} memories deleted"
         )
 
     async def _retain_group(

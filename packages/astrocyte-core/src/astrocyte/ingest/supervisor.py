@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -112,17 +113,20 @@ class _SourceRunner:
         self._sink_failing = False
         self._stop_deadline = 0.0
         self._stopping = asyncio.Event()
+        self._events_seen: dict[str, int] = {}
         self.task: asyncio.Task[None] | None = None
 
     @property
     def _metrics(self) -> IngestMetrics:
         return self._sup.metrics
 
-    def _observe(self, outcomes: Sequence[Outcome], seconds: float) -> None:
+    def _observe(self, outcomes: Sequence[Outcome], seconds: float | None) -> None:
         sid = self.source.source_id
         for outcome in outcomes:
             self.health.counters[outcome.status] += 1
         self._metrics.record_outcomes(sid, (o.status for o in outcomes))
+        if seconds is None:  # an entry the driver dead-lettered itself: counted, not a sink batch
+            return
         self._metrics.batch_seconds.labels(source=sid).observe(seconds)
         if any(o.status in ("stored", "duplicate") for o in outcomes):
             self.health.last_success_at = datetime.now(UTC)
@@ -157,6 +161,7 @@ class _SourceRunner:
     async def _run_once(self) -> bool:
         """Build, start and watch one driver instance; True when it crashed (restart wanted)."""
         self._set_state("starting")
+        self._events_seen = {}  # a new driver instance counts its events from zero
         try:
             self.driver = self.source.driver_class(
                 self.source.source_id, self.source.driver_config, sink=self.sink
@@ -211,8 +216,9 @@ class _SourceRunner:
             return f"fatal: {reported.detail or 'driver reported failed'}"
         sid = self.source.source_id
         self.health.lag, self.health.pending = reported.lag, reported.pending
-        if reported.lag is not None:
-            self._metrics.lag.labels(source=sid).set(reported.lag)
+        # Unknown lag (a trimmed stream, say) is NaN, not the last known figure frozen forever.
+        self._metrics.lag.labels(source=sid).set(math.nan if reported.lag is None else reported.lag)
+        self._count_events(getattr(reported, "events", None) or {})
         if reported.pending is not None:
             self._metrics.pending.labels(source=sid).set(reported.pending)
         if reported.state == "running" and self._sink_failing:
@@ -220,6 +226,14 @@ class _SourceRunner:
         else:
             self._set_state(reported.state, reported.detail)
         return None
+
+    def _count_events(self, events: Mapping[str, int]) -> None:
+        """Export the increments of the driver's running event totals."""
+        for event, total in events.items():
+            seen = self._events_seen.get(event, 0)
+            if total > seen:
+                self._metrics.events.labels(source=self.source.source_id, event=event).inc(total - seen)
+            self._events_seen[event] = total
 
     async def _crashed(self, reason: str) -> bool:
         log.error("ingest source %s: %s", self.source.source_id, reason)

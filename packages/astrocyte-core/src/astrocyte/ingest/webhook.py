@@ -33,6 +33,7 @@ from pydantic import Field, SecretStr
 
 from astrocyte.errors import UnauthenticatedError, ValidationError
 from astrocyte.ingest.driver import DriverConfig, DriverHealth, validate_model
+from astrocyte.ingest.payloads import load_payload
 from astrocyte.ingest.sink import IngestMessage, Outcome, Sink
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -51,6 +52,9 @@ class WebhookSettings(DriverConfig):
     github_delivery_header: str = "X-GitHub-Delivery"
     replay_window_seconds: float = Field(default=300.0, gt=0)
     delivery_cache_size: int = Field(default=10_000, ge=1)
+    # A sender's own event shape, mapped by a registered mapping (see astrocyte.ingest.payloads).
+    payload: str | None = None
+    payload_options: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +127,7 @@ class WebhookVerifier:
     def from_settings(
         cls, settings: WebhookSettings, *, clock: Callable[[], float] = time.time
     ) -> WebhookVerifier:
-        fields = settings.model_dump(exclude={"secrets"})
+        fields = settings.model_dump(exclude={"secrets", "payload", "payload_options"})
         return cls([s.get_secret_value() for s in settings.secrets], clock=clock, **fields)
 
     def rotate(self, secrets: Sequence[str | bytes]) -> None:
@@ -216,11 +220,15 @@ class WebhookDriver:
         self.config = config
         self.sink = sink
         self.verifier = WebhookVerifier.from_settings(config)
+        self._mapper = load_payload(config.payload, config.payload_options) if config.payload else None
         self._running = False
 
     @classmethod
     def validate_config(cls, mapping: Mapping[str, Any]) -> WebhookSettings:
-        return validate_model(WebhookSettings, mapping)
+        settings = validate_model(WebhookSettings, mapping)
+        if settings.payload:  # a bad mapping name or option stops start-up, not the first delivery
+            load_payload(settings.payload, settings.payload_options)
+        return settings
 
     async def start(self) -> None:
         self._running = True
@@ -237,14 +245,30 @@ class WebhookDriver:
         outcome otherwise (``failed`` means: answer 503 so the sender retries)."""
         delivery = self.verifier.verify(headers, body)
         try:
-            message = self.parse(delivery, body)
-            [outcome] = await self.sink.submit([message])
+            if self._mapper is not None:
+                outcome = await self._submit_mapped(headers, body)
+            else:
+                [outcome] = await self.sink.submit([self.parse(delivery, body)])
         except BaseException:
             self.verifier.release(delivery.delivery_id)
             raise
         if not outcome.settled:
             self.verifier.release(delivery.delivery_id)
         return outcome
+
+    async def _submit_mapped(self, headers: Mapping[str, str], body: bytes) -> Outcome:
+        """Submit what the payload mapping made of the delivery; one outcome for all of it (the
+        first failure, else the first rejection, else the first message's)."""
+        assert self._mapper is not None
+        messages = list(self._mapper(headers, body))
+        if not messages:
+            return Outcome("duplicate", code="ignored", reason="the event carries nothing to remember")
+        outcomes = await self.sink.submit(messages)
+        for status in ("failed", "rejected"):
+            for outcome in outcomes:
+                if outcome.status == status:
+                    return outcome
+        return outcomes[0]
 
     def parse(self, delivery: VerifiedDelivery, body: bytes) -> IngestMessage:
         """Turn a verified body into a message; the delivery's key is the idempotency key."""

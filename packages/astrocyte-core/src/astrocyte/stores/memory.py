@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import math
 import re
 import time
@@ -72,6 +73,7 @@ class _Bank:
     created_at: datetime
     memories: dict[str, _Stored] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # idempotency key -> memory id
+    memory_keys: dict[str, str] = field(default_factory=dict)  # memory key -> memory id
 
 
 class MemoryStore:
@@ -252,6 +254,57 @@ class MemoryStore:
             bank.keys[key] = record.memory_id
         return InsertOutcome(memory_id=record.memory_id, deduplicated=False)
 
+    async def upsert_keyed(self, records: Sequence[MemoryRecord]) -> list[InsertOutcome]:
+        """One memory per ``(bank_id, memory_key)``: a new version replaces the held one in place
+        (same memory id); the same version is a duplicate. See the Store protocol."""
+        async with self._lock:
+            dimension = self._check_dimensions(records)
+            outcomes = [self._upsert_one(record) for record in records]
+            if dimension is not None:
+                self._dimension = dimension
+            return outcomes
+
+    def _upsert_one(self, record: MemoryRecord) -> InsertOutcome:
+        if record.memory_key is None:
+            raise ValidationError(
+                "upsert_keyed needs a memory_key on every record", code="memory_key_missing"
+            )
+        self._ensure_bank(record.bank_id)
+        bank = self._banks[record.bank_id]
+        held_id = bank.memory_keys.get(record.memory_key)
+        held = bank.memories.get(held_id) if held_id is not None else None
+        taken = bank.keys.get(record.idempotency_key) if record.idempotency_key is not None else None
+        if taken is not None:  # this version is stored already (under this key or as another memory)
+            return InsertOutcome(memory_id=taken, deduplicated=True)
+        if held is None:
+            self._check_capacity(1)
+        else:
+            self._drop(bank, held.record.memory_id)
+            record = dataclasses.replace(record, memory_id=held.record.memory_id)
+        outcome = self._insert_one(record)
+        bank.memory_keys[record.memory_key] = outcome.memory_id  # type: ignore[index]
+        return InsertOutcome(memory_id=outcome.memory_id, deduplicated=False)
+
+    async def forget_keys(self, bank_id: str, memory_keys: Sequence[str]) -> int:
+        """Delete the memories held under ``memory_keys``; returns how many went."""
+        async with self._lock:
+            bank = self._banks.get(bank_id)
+            if bank is None:
+                return 0
+            deleted = 0
+            for key in memory_keys:
+                memory_id = bank.memory_keys.pop(key, None)
+                if memory_id is not None and memory_id in bank.memories:
+                    self._drop(bank, memory_id)
+                    deleted += 1
+            return deleted
+
+    @staticmethod
+    def _drop(bank: _Bank, memory_id: str) -> None:
+        key = bank.memories.pop(memory_id).record.idempotency_key
+        if key is not None:
+            bank.keys.pop(key, None)
+
     async def forget(self, bank_id: str, selector: ForgetSelector) -> int:
         selector.check()
         async with self._lock:
@@ -336,6 +389,14 @@ class MemoryStore:
                 return False
             self._leases[name] = (holder, now + ttl_seconds)
             return True
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        async with self._lock:
+            current = self._leases.get(name)
+            if current is None or current[0] != holder:
+                return False
+            del self._leases[name]
+            return current[1] > time.monotonic()
 
     async def health(self) -> ComponentHealth:
         memories = sum(len(b.memories) for b in self._banks.values())

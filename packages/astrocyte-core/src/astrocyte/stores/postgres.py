@@ -35,6 +35,7 @@ from astrocyte.errors import (
     ValidationError,
 )
 from astrocyte.stores import _postgres_schema as schema_mod
+from astrocyte.stores import _postgres_state as keyed
 from astrocyte.types import (
     BankStats,
     ComponentHealth,
@@ -118,6 +119,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._dims: int | None = None
         self._ext_schema = "public"
+        self._keyed_ready = False  # memory_keys exists (created on the first keyed call)
 
     @classmethod
     def validate_config(cls, mapping: Mapping[str, Any]) -> None:
@@ -324,6 +326,50 @@ class PostgresStore:
                         raise
         raise AssertionError("unreachable")
 
+    async def upsert_keyed(self, records: Sequence[MemoryRecord]) -> list[InsertOutcome]:
+        """One memory per ``(bank_id, memory_key)``, replaced in one transaction (see the protocol)."""
+        if not records:
+            return []
+        dims = _batch_dimensions(records)
+        if dims is not None and self._dims is not None and dims != self._dims:
+            raise _dimension_mismatch(dims, self._dims)
+        async with self._connection() as conn:
+            await self._ensure_keyed(conn)
+            for attempt in range(_INSERT_ATTEMPTS):
+                try:
+                    async with conn.transaction():
+                        if dims is not None and self._dims is None:
+                            fixed = await schema_mod.fix_dimensions(
+                                conn,
+                                self._schema,
+                                dims,
+                                self._config.hnsw_m,
+                                self._config.hnsw_ef_construction,
+                            )
+                            if dims != fixed:
+                                raise _dimension_mismatch(dims, fixed)
+                        outcomes = await keyed.upsert_keyed(conn, self._schema, records, _write_records)
+                    if dims is not None:
+                        self._dims = dims
+                    return outcomes
+                except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                    if attempt == _INSERT_ATTEMPTS - 1:
+                        raise
+        raise AssertionError("unreachable")
+
+    async def forget_keys(self, bank_id: str, memory_keys: Sequence[str]) -> int:
+        """Delete the memories held under ``memory_keys``; returns how many went."""
+        if not memory_keys:
+            return 0
+        async with self._connection() as conn:
+            await self._ensure_keyed(conn)
+            return await keyed.forget_keys(conn, bank_id, memory_keys)
+
+    async def _ensure_keyed(self, conn: asyncpg.Connection) -> None:
+        if not self._keyed_ready:
+            await keyed.ensure_table(conn, self._schema)
+            self._keyed_ready = True
+
     async def find_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The memory id holding each ``(bank_id, idempotency_key)`` of ``keys`` that is stored."""
         if not keys:
@@ -446,6 +492,16 @@ class PostgresStore:
                 float(ttl_seconds),
             )
         return bool(won)
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        """Give up ``name`` when ``holder`` holds it; True when it did (and it had not expired)."""
+        async with self._connection() as conn:
+            live = await conn.fetchval(
+                "DELETE FROM leases WHERE name = $1 AND holder = $2 RETURNING expires_at > clock_timestamp()",
+                name,
+                holder,
+            )
+        return bool(live)
 
     # -- health ----------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from astrocyte.config import validate_model
 from astrocyte.errors import ProviderUnavailableError, ValidationError
 from astrocyte.stores import _sqlite_search as search
+from astrocyte.stores import _sqlite_state as keyed
 from astrocyte.stores import _sqlite_writes as writes
 from astrocyte.stores._sqlite_schema import SCHEMA
 from astrocyte.stores._sqlite_sql import filter_sql, fts_query, fts_words, selector_sql
@@ -161,6 +162,7 @@ class SQLiteStore:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         writer = self._threads.connect_writer()
         writer.executescript(SCHEMA)
+        writer.executescript(keyed.SCHEMA)
         meta = dict(writer.execute("SELECT key, value FROM store_meta").fetchall())
         self._dimension = int(meta["dimension"]) if meta.get("dimension") is not None else None
         self._generation = int(meta["generation"])
@@ -304,6 +306,42 @@ class SQLiteStore:
         if in_sync and any(keys for keys, _ in added.values()):
             self._synced_id = max(max(keys) for keys, _ in added.values() if keys)
         return outcomes
+
+    async def upsert_keyed(self, records: Sequence[MemoryRecord]) -> list[InsertOutcome]:
+        """One memory per ``(bank_id, memory_key)``, replaced in one transaction (see the protocol)."""
+        if not records:
+            return []
+        prepared = [writes.vectors_of(record) for record in records]
+        return await self._write(self._upsert_keyed_sync, records, prepared)
+
+    def _upsert_keyed_sync(
+        self, records: Sequence[MemoryRecord], vectors: list[np.ndarray]
+    ) -> list[InsertOutcome]:
+        with self._threads.transaction() as conn:
+            dimension = writes.check_dimension(conn, vectors)
+            outcomes, added, removed = keyed.upsert_keyed(conn, records, vectors)
+            in_sync = self._bump_generation(conn)
+        self._dimension = dimension
+        # Only after COMMIT, like insert and forget: a rolled-back replace leaves the index alone.
+        for bank_id, chunk_ids in removed:
+            self._index.remove(bank_id, chunk_ids)
+        for bank_id, (ids, rows) in added.items():
+            if ids:
+                self._index.add(bank_id, ids, np.vstack(rows))
+        if in_sync and any(ids for ids, _ in added.values()):
+            self._synced_id = max(max(ids) for ids, _ in added.values() if ids)
+        return outcomes
+
+    async def forget_keys(self, bank_id: str, memory_keys: Sequence[str]) -> int:
+        """Delete the memories held under ``memory_keys``; returns how many went."""
+        return await self._write(self._forget_keys_sync, bank_id, list(memory_keys))
+
+    def _forget_keys_sync(self, bank_id: str, memory_keys: list[str]) -> int:
+        with self._threads.transaction() as conn:
+            deleted, chunk_ids = keyed.forget_keys(conn, bank_id, memory_keys)
+            self._bump_generation(conn)
+        self._index.remove(bank_id, chunk_ids)
+        return deleted
 
     async def find_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The memory id holding each ``(bank_id, idempotency_key)`` of ``keys`` that is stored."""
@@ -484,6 +522,17 @@ class SQLiteStore:
                 (name, holder, now + ttl_seconds, now),
             ).rowcount
         return bool(changed)
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        """Give up ``name`` when ``holder`` holds it; True when it did (and it had not expired)."""
+        return await self._write(self._release_lease_sync, name, holder)
+
+    def _release_lease_sync(self, name: str, holder: str) -> bool:
+        with self._threads.transaction() as conn:
+            row = conn.execute(
+                "DELETE FROM leases WHERE name = ? AND holder = ? RETURNING expires_at", (name, holder)
+            ).fetchone()
+        return row is not None and float(row[0]) > time.time()
 
     async def health(self) -> ComponentHealth:
         """Run a trivial query on a reader connection and report its latency."""

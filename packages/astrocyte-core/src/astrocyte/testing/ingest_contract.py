@@ -28,6 +28,31 @@ What the kit pins down beyond the protocol's docstrings:
 - ``start()`` may return at once or run until stopped, but it must not outlive ``stop()``.
 - A batch that finished during ``stop()`` is acknowledged: a new instance does not see it again.
 - Idempotency keys of a redelivered entry are the same as the first delivery's.
+- A sink that fails only some messages of a batch (``failed`` next to ``stored`` and ``rejected``)
+  costs nothing: the driver retries what failed, and every valid message is stored exactly once
+  (check ``partial_batch_failure``; needs no hook).
+- A dead-letter destination that fails mid-batch never costs a valid message: valid messages of
+  the batch are stored *while* the dead-letter writes fail, and once the destination is back each
+  poison entry lands there exactly once (check ``dead_letter_failure_loses_nothing``; hook
+  :meth:`IngestHarness.break_dead_letters` / :meth:`IngestHarness.restore_dead_letters`).
+- A message already dead-lettered is never dead-lettered again, whatever re-delivers it (a consumer
+  group recreated, offsets reset, a cursor forgotten, a claim): the driver must recognise it
+  (check ``dead_letter_once_on_replay``; hook :meth:`IngestHarness.replay`).
+
+**Optional harness hooks** (added after the first release; a harness that does not override one
+raises :class:`HookNotSupported` from it, and the check that needs it is *skipped*, not failed —
+stream drivers are expected to implement both):
+
+- ``async replay()``: make the transport deliver every entry of the current namespace again, as if
+  nothing had been acknowledged (Redis: ``XGROUP DESTROY``, the driver recreates the group at its
+  start id; Kafka: reset the group's committed offsets to the earliest; a poll driver: forget the
+  persisted cursor). Called while no driver instance runs.
+- ``async break_dead_letters()`` / ``async restore_dead_letters()``: make writes to the dead-letter
+  destination fail (and undo it) while the transport itself keeps working (Redis: put a key of the
+  wrong type where the dead-letter stream goes; Kafka: deny the producer on the DLQ topic).
+  Called while a driver runs and reports ``running``.
+
+:func:`run_ingest_contract` returns the names of the checks it skipped for a missing hook.
 """
 
 from __future__ import annotations
@@ -54,6 +79,10 @@ STOP_GRACE_SECONDS = 2.0
 
 class ContractViolation(AssertionError):
     """The driver broke the ingest contract."""
+
+
+class HookNotSupported(NotImplementedError):
+    """The harness does not implement an optional hook; the check that needs it is skipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +150,21 @@ class IngestHarness(abc.ABC):
     async def restore_transport(self) -> None:
         """Undo :meth:`break_transport`."""
 
+    # -- optional hooks (see the module docstring); the defaults say "not supported" ------------
+
+    async def replay(self) -> None:
+        """Make the transport redeliver every entry of the namespace, as if none was acknowledged
+        (no driver runs meanwhile)."""
+        raise HookNotSupported("replay")
+
+    async def break_dead_letters(self) -> None:
+        """Make writes to the dead-letter destination fail; the transport keeps working."""
+        raise HookNotSupported("break_dead_letters")
+
+    async def restore_dead_letters(self) -> None:
+        """Undo :meth:`break_dead_letters`."""
+        raise HookNotSupported("restore_dead_letters")
+
 
 class ContractSink:
     """An in-memory sink with the real sink's semantics, recording everything."""
@@ -133,7 +177,12 @@ class ContractSink:
         self.stored_contents: Counter[str] = Counter()
         self.duplicate_contents: Counter[str] = Counter()
         self.keys_by_content: dict[str, set[str]] = {}
+        self.reported_dead_letters: Counter[str] = Counter()  # raw_ref -> report_dead_lettered calls
         self.started = self.finished = self.cancelled = 0
+
+    def record_dead_lettered(self, raw_ref: str, code: str, reason: str) -> None:
+        """What :func:`astrocyte.ingest.sink.report_dead_lettered` calls (recorded, not checked)."""
+        self.reported_dead_letters[raw_ref] += 1
 
     @property
     def in_flight(self) -> int:
@@ -199,6 +248,30 @@ class FlakySink:
             self.failed_calls += 1
             return [Outcome.failed(self._code, "flaky sink: try again later")] * len(batch)
         return await self.inner.submit(batch)
+
+
+class PartlyFailingSink:
+    """Wraps a sink and, for the first ``failing_calls`` calls, answers ``failed`` (transient) for
+    every other message of a batch while the rest reach ``inner``: a batch half stored, half not.
+    (A one-message batch fails whole on every other of those calls.)"""
+
+    def __init__(self, inner: Sink, *, failing_calls: int = 3) -> None:
+        self.inner = inner
+        self.failing_calls = failing_calls
+        self.calls = 0
+        self.failed_messages = 0
+
+    async def submit(self, batch: Sequence[IngestMessage]) -> list[Outcome]:
+        self.calls += 1
+        if self.calls > self.failing_calls:
+            return await self.inner.submit(batch)
+        offset = self.calls % 2 if len(batch) == 1 else 0
+        passing = [i for i in range(len(batch)) if (i + offset) % 2 == 0]
+        answers = await self.inner.submit([batch[i] for i in passing]) if passing else []
+        answered = dict(zip(passing, answers, strict=True))
+        self.failed_messages += len(batch) - len(passing)
+        failed = Outcome.failed("provider_unavailable", "partly failing sink: try again later")
+        return [answered.get(i, failed) for i in range(len(batch))]
 
 
 class _Run:
@@ -512,17 +585,152 @@ async def check_health_states(harness: IngestHarness, settings: ContractSettings
         raise ContractViolation(f"health() says {final!r} after stop(); expected 'stopped'")
 
 
+async def _publish_mixed(harness: IngestHarness, label: str) -> tuple[list[ContractMessage], dict[str, str]]:
+    """Valid messages around every poison kind and one sink rejection: (valid, kind -> ref)."""
+    before, after = _unique(f"{label}-before", 3), _unique(f"{label}-after", 3)
+    await harness.publish(before)
+    poison = {kind: await harness.publish_poison(kind) for kind in harness.poison_kinds}
+    [poison["rejected_by_sink"]] = await harness.publish(
+        [ContractMessage(f"{REJECT_PREFIX}{uuid.uuid4().hex}")]
+    )
+    await harness.publish(after)
+    return before + after, poison
+
+
+async def _assert_dead_lettered_once(harness: IngestHarness, poison: dict[str, str], when: str) -> None:
+    counts = Counter(await harness.dead_letter_refs())
+    missing = sorted(kind for kind, ref in poison.items() if counts[ref] == 0)
+    if missing:
+        raise ContractViolation(f"{when}: not dead-lettered: {', '.join(missing)}")
+    repeated = sorted(f"{kind} x{counts[ref]}" for kind, ref in poison.items() if counts[ref] > 1)
+    if repeated:
+        raise ContractViolation(f"{when}: dead-lettered more than once: {', '.join(repeated)}")
+
+
+async def _wait_dead_lettered(
+    harness: IngestHarness, poison: dict[str, str], settings: ContractSettings, runs: Sequence[_Run]
+) -> None:
+    async def all_there() -> bool:
+        return set(poison.values()) <= set(await harness.dead_letter_refs())
+
+    try:
+        await _wait_until(
+            "every poison entry in the dead-letter destination", all_there, within=settings.timeout, runs=runs
+        )
+    except ContractViolation as exc:
+        present = set(await harness.dead_letter_refs())
+        lost = sorted(kind for kind, ref in poison.items() if ref not in present)
+        raise ContractViolation(f"{exc}; not dead-lettered: {', '.join(lost) or 'none'}") from None
+
+
+async def check_partial_batch_failure(harness: IngestHarness, settings: ContractSettings) -> None:
+    """A sink failing some messages of a batch (next to stored and rejected ones) loses nothing:
+    the failed ones are retried and every valid message is stored exactly once."""
+    inner = ContractSink()
+    sink = PartlyFailingSink(inner)
+    valid, poison = await _publish_mixed(harness, "partial")
+    more = _unique("partial-bulk", settings.messages // 2)
+    await harness.publish(more)
+    run = _Run(harness.build_driver(sink))
+    await _wait_all_stored(
+        "every valid message stored although the sink failed part of each batch",
+        inner,
+        valid + more,
+        within=settings.timeout,
+        runs=[run],
+    )
+    await _wait_dead_lettered(harness, poison, settings, [run])
+    await asyncio.sleep(0.3)
+    await run.stop(settings.stop_deadline)
+    if sink.failed_messages == 0:
+        raise ContractViolation("the sink never failed a message; the check proved nothing")
+    _assert_once(inner, valid + more, "after a sink that failed part of each batch")
+    await _assert_dead_lettered_once(harness, poison, "after a sink that failed part of each batch")
+
+
+async def check_dead_letter_failure_loses_nothing(harness: IngestHarness, settings: ContractSettings) -> None:
+    """Dead-letter writes failing mid-batch: the valid messages of the batch are stored anyway
+    (while the destination still fails), nothing valid is lost, and each poison entry lands there
+    exactly once when it is back."""
+    sink = ContractSink()
+    run = _Run(harness.build_driver(sink))
+    await _wait_until("health running", _state_is(run, "running"), within=settings.timeout, runs=[run])
+    await harness.break_dead_letters()
+    try:
+        valid, poison = await _publish_mixed(harness, "dlq-down")
+        # The messages published before the poison share its batch or come earlier, whatever the
+        # batch size: those at least must not wait for the dead-letter destination.
+        await _wait_all_stored(
+            "valid messages stored while the dead-letter destination fails",
+            sink,
+            valid[:3],
+            within=settings.timeout,
+            runs=[run],
+        )
+    finally:
+        await harness.restore_dead_letters()
+    await _wait_all_stored("every valid message stored", sink, valid, within=settings.timeout, runs=[run])
+    await _wait_dead_lettered(harness, poison, settings, [run])
+    await asyncio.sleep(0.3)
+    await run.stop(settings.stop_deadline)
+    _assert_once(sink, valid, "after dead-letter writes failed")
+    await _assert_dead_lettered_once(harness, poison, "after dead-letter writes failed")
+
+
+async def check_dead_letter_once_on_replay(harness: IngestHarness, settings: ContractSettings) -> None:
+    """Entries already dead-lettered are not dead-lettered again when the transport redelivers
+    everything (group recreated, offsets reset, cursor lost)."""
+    sink = ContractSink()
+    run = _Run(harness.build_driver(sink))
+    valid, poison = await _publish_mixed(harness, "replay")
+    await _wait_all_stored("the first delivery stored", sink, valid, within=settings.timeout, runs=[run])
+    await _wait_dead_lettered(harness, poison, settings, [run])
+    await run.stop(settings.stop_deadline)
+    await harness.replay()
+    marker = _unique("after-replay", 2)
+    await harness.publish(marker)
+    again = _Run(harness.build_driver(sink))
+    try:
+        await _wait_until(
+            "the replayed messages delivered again (as duplicates) and new ones stored",
+            lambda: (
+                all(sink.duplicate_contents[m.content] for m in valid)
+                and all(sink.stored_contents[m.content] for m in marker)
+            ),
+            within=settings.timeout,
+            runs=[again],
+        )
+    except ContractViolation as exc:
+        raise ContractViolation(f"{exc} (did replay() make the transport redeliver?)") from None
+    await asyncio.sleep(0.3)
+    await again.stop(settings.stop_deadline)
+    _assert_once(sink, valid + marker, "after a replay")
+    await _assert_dead_lettered_once(harness, poison, "after a replay")
+
+
+def _state_is(run: _Run, wanted: str) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return (await run.driver.health()).state == wanted
+
+    return probe
+
+
 CHECKS: dict[str, Callable[[IngestHarness, ContractSettings], Awaitable[None]]] = {
     "exactly_once_across_restart": check_exactly_once_across_restart,
     "poison_dead_lettered": check_poison_dead_lettered,
     "backpressure": check_backpressure,
     "stop_drains": check_stop_drains,
     "health_states": check_health_states,
+    "partial_batch_failure": check_partial_batch_failure,
+    "dead_letter_failure_loses_nothing": check_dead_letter_failure_loses_nothing,
+    "dead_letter_once_on_replay": check_dead_letter_once_on_replay,
 }
 
 
 async def run_check(harness: IngestHarness, name: str, settings: ContractSettings | None = None) -> None:
-    """Run one check (by name in :data:`CHECKS`) between ``setup`` and ``teardown``, bounded in time."""
+    """Run one check (by name in :data:`CHECKS`) between ``setup`` and ``teardown``, bounded in time.
+
+    Raises :class:`HookNotSupported` when the check needs an optional hook the harness lacks."""
     settings = settings or harness.contract_settings
     await harness.setup()
     try:
@@ -538,16 +746,33 @@ async def run_check(harness: IngestHarness, name: str, settings: ContractSetting
 
 async def run_ingest_contract(
     harness: IngestHarness, settings: ContractSettings | None = None, checks: Sequence[str] | None = None
-) -> None:
-    """Run every check (or the named ones); raises one :class:`ContractViolation` listing all failures."""
+) -> list[str]:
+    """Run every check (or the named ones); raises one :class:`ContractViolation` listing all
+    failures. Returns the names of the checks skipped because the harness lacks a hook they need."""
     failures: list[str] = []
+    skipped: list[str] = []
     for name in checks or CHECKS:
         try:
             await run_check(harness, name, settings)
+        except HookNotSupported:
+            skipped.append(name)
         except ContractViolation as exc:
             failures.append(str(exc))
     if failures:
         raise ContractViolation("ingest driver contract failed:\n- " + "\n- ".join(failures))
+    return skipped
+
+
+async def run_check_or_skip(
+    harness: IngestHarness, name: str, settings: ContractSettings | None = None
+) -> None:
+    """:func:`run_check` for pytest: a check whose optional hook the harness lacks is skipped."""
+    try:
+        await run_check(harness, name, settings)
+    except HookNotSupported as missing:
+        import pytest
+
+        pytest.skip(f"{name}: the harness does not implement the optional hook {missing}()")
 
 
 class IngestDriverContract:
@@ -570,6 +795,15 @@ class IngestDriverContract:
 
     async def test_health_states(self, harness: IngestHarness) -> None:
         await run_check(harness, "health_states", self.contract_settings)
+
+    async def test_partial_batch_failure(self, harness: IngestHarness) -> None:
+        await run_check(harness, "partial_batch_failure", self.contract_settings)
+
+    async def test_dead_letter_failure_loses_nothing(self, harness: IngestHarness) -> None:
+        await run_check_or_skip(harness, "dead_letter_failure_loses_nothing", self.contract_settings)
+
+    async def test_dead_letter_once_on_replay(self, harness: IngestHarness) -> None:
+        await run_check_or_skip(harness, "dead_letter_once_on_replay", self.contract_settings)
 
 
 def installed_ingest_drivers() -> dict[str, EntryPoint]:

@@ -152,6 +152,21 @@ HOSTILE_QUERIES: tuple[str, ...] = (
 """Query strings that break naive full-text query builders. ``keyword_search`` must accept each."""
 
 
+def _keyed(bank: str, text: str, idempotency_key: str, memory_key: str) -> MemoryRecord:
+    """A record carrying a memory key (one version of an external object)."""
+    return dataclasses.replace(
+        make_record(bank, text, idempotency_key=idempotency_key), memory_key=memory_key
+    )
+
+
+def _optional(store: Store, name: str) -> Any:
+    """An optional Store method; the check skips (never fails) for a store without it."""
+    method = getattr(store, name, None)
+    if not callable(method):
+        pytest.skip(f"{type(store).__name__} has no optional method {name}()")
+    return method
+
+
 def contract_checks() -> list[str]:
     """Names of every check in the kit (the ``test_*`` methods of :class:`StoreContract`)."""
     return sorted(name for name in dir(StoreContract) if name.startswith("test_"))
@@ -951,6 +966,90 @@ class StoreContract:
         await asyncio.sleep(1.6)
         assert await store.try_lease(name, "b", 30) is True
         assert await store.try_lease(name, "a", 30) is False
+
+    async def test_lease_release_frees_it_for_another_holder(self, store: Store) -> None:
+        release = _optional(store, "release_lease")
+        name = unique_bank("release")
+        assert await store.try_lease(name, "a", 30)
+        assert await release(name, "b") is False, "a non-holder released the lease"
+        assert await store.try_lease(name, "b", 30) is False
+        assert await release(name, "a") is True
+        assert await store.try_lease(name, "b", 30) is True
+
+    # -- keyed memories (one memory per external object) ----------------------------------------
+
+    async def test_keyed_new_version_replaces_the_memory(self, store: Store) -> None:
+        upsert = _optional(store, "upsert_keyed")
+        bank = unique_bank("keyed")
+        first = make_record(bank, "zebra crossing near the old mill", idempotency_key="issue-7@1")
+        [one] = await upsert([dataclasses.replace(first, memory_key="issue-7")])
+        assert one.deduplicated is False
+        second = make_record(bank, "giraffe bridge over the river", idempotency_key="issue-7@2")
+        [two] = await upsert([dataclasses.replace(second, memory_key="issue-7")])
+        assert two == InsertOutcome(one.memory_id, False), "a replace keeps the memory id"
+        assert await store.count([bank], NO_FILTERS) == 1, "the old version was left as a copy"
+        assert not await store.keyword_search([bank], "zebra", 5, NO_FILTERS), "old text still indexed"
+        [hit] = await store.keyword_search([bank], "giraffe", 5, NO_FILTERS)
+        assert (hit.memory_id, hit.text) == (one.memory_id, "giraffe bridge over the river")
+        [near] = await store.vector_search([bank], second.chunks[0].embedding, 5, NO_FILTERS)
+        assert near.memory_id == one.memory_id and near.score > 0.999, "the new version is not re-embedded"
+        assert await store.bank_stats(bank) is not None
+        assert (await store.bank_stats(bank)).chunk_count == 1
+
+    async def test_keyed_same_version_is_a_duplicate(self, store: Store) -> None:
+        upsert = _optional(store, "upsert_keyed")
+        bank = unique_bank("keyed-dup")
+        record = _keyed(bank, "same text", "v1", "k")
+        [first] = await upsert([record])
+        again = dataclasses.replace(record, memory_id="another-id", text="same text, other id")
+        [second] = await upsert([again])
+        assert second == InsertOutcome(first.memory_id, True)
+        [plain] = await store.insert([make_record(bank, "plain retry", idempotency_key="v1")])
+        assert plain == InsertOutcome(first.memory_id, True), "a keyed memory's idempotency key is not held"
+        assert await store.count([bank], NO_FILTERS) == 1
+
+    async def test_keyed_versions_in_one_call_leave_the_last(self, store: Store) -> None:
+        upsert = _optional(store, "upsert_keyed")
+        bank = unique_bank("keyed-batch")
+        versions = [_keyed(bank, f"version number {i}", f"v{i}", "k") for i in range(3)]
+        outcomes = await upsert(versions)
+        assert len({o.memory_id for o in outcomes}) == 1
+        [hit] = await store.keyword_search([bank], "version", 5, NO_FILTERS)
+        assert hit.text == "version number 2"
+
+    async def test_keyed_concurrent_versions_leave_one_memory(self, store: Store) -> None:
+        upsert = _optional(store, "upsert_keyed")
+        bank = unique_bank("keyed-race")
+        records = [_keyed(bank, f"racing edit {i}", f"e{i}", "issue") for i in range(12)]
+        results = await asyncio.gather(*(upsert([record]) for record in records))
+        assert len({outcome.memory_id for [outcome] in results}) == 1
+        assert await store.count([bank], NO_FILTERS) == 1
+        assert len(await store.keyword_search([bank], "racing edit", 20, NO_FILTERS)) == 1
+
+    async def test_forget_keys_deletes_only_the_keyed_memories(self, store: Store) -> None:
+        upsert, forget_keys = _optional(store, "upsert_keyed"), _optional(store, "forget_keys")
+        bank = unique_bank("keyed-forget")
+        a = _keyed(bank, "comment one", "a@1", "a")
+        b = _keyed(bank, "comment two", "b@1", "b")
+        await upsert([a, b])
+        await store.insert([make_record(bank, "unkeyed note")])
+        assert await forget_keys(bank, ["a", "missing"]) == 1
+        assert await forget_keys(bank, ["a"]) == 0
+        assert await store.count([bank], NO_FILTERS) == 2
+        assert not await store.keyword_search([bank], "one", 5, NO_FILTERS)
+        [again] = await upsert([a])
+        assert again.deduplicated is False, "forgetting a keyed memory must free its idempotency key"
+        assert await forget_keys(unique_bank("absent"), ["a"]) == 0
+
+    async def test_keyed_memory_forgotten_by_id_can_come_back(self, store: Store) -> None:
+        upsert = _optional(store, "upsert_keyed")
+        bank = unique_bank("keyed-byid")
+        record = _keyed(bank, "returning issue", "r@1", "r")
+        [first] = await upsert([record])
+        assert await store.forget(bank, ForgetSelector(memory_ids=(first.memory_id,))) == 1
+        [back] = await upsert([dataclasses.replace(record, idempotency_key="r@2")])
+        assert back.deduplicated is False
+        assert await store.count([bank], NO_FILTERS) == 1
 
     async def test_health_reports_healthy(self, store: Store) -> None:
         report = await store.health()

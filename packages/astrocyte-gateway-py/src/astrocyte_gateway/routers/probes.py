@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from astrocyte.ingest.probes import ingest_health_view  # the worker's /health shares the view
 from fastapi import APIRouter, Request, Response
 
 from astrocyte_gateway.deps import is_admin, json_response, runtime_of
@@ -39,12 +40,11 @@ async def health(request: Request) -> Response:
 @router.get("/health/ingest", summary="Ingest sources: 503 when a required source is unhealthy")
 async def health_ingest(request: Request) -> Response:
     supervisor = runtime_of(request).supervisor
-    if supervisor is None:
-        return json_response({"ready": True, "sources": {}})
-    report = supervisor.health()
     # Error text can hold internals (hosts, driver messages): only admins see it.
-    body = report.to_dict(include_errors=is_admin(request))
-    return json_response(body, 200 if report.ready else 503)
+    status, body = ingest_health_view(
+        supervisor.health() if supervisor is not None else None, include_errors=is_admin(request)
+    )
+    return json_response(body, status)
 
 
 @router.get("/metrics", summary="Prometheus metrics")
