@@ -194,6 +194,17 @@ class KafkaHarness(IngestHarness):
     async def break_transport(self) -> None:
         await asyncio.to_thread(services, "down", "kafka")
 
+    async def replay(self) -> None:
+        """An operator's reset: the group's offsets back to 0 on every partition."""
+        await reset_offsets(self.bootstrap, self.group, self.topic)
+
+    async def break_dead_letters(self) -> None:
+        """A real broker refusal: the dead-letter topic takes no record of any size."""
+        await alter_topic(self.bootstrap, self.dead_letters, {"max.message.bytes": "64"})
+
+    async def restore_dead_letters(self) -> None:
+        await alter_topic(self.bootstrap, self.dead_letters, {"max.message.bytes": "1048588"})
+
     async def restore_transport(self) -> None:
         await asyncio.to_thread(services, "up", "kafka")
 
