@@ -68,7 +68,13 @@ class SQLiteStoreConfig(BaseModel):
     )
     index_connectivity: int = Field(default=16, ge=4, le=128)
     index_expansion_add: int = Field(default=40, ge=8, le=1024)
-    index_expansion_search: int = Field(default=256, ge=8, le=4096)
+    index_expansion_search: int = Field(
+        default=256,
+        ge=8,
+        le=4096,
+        description="search beam width of a bank's graph up to 100k vectors; larger graphs widen it "
+        "with the fourth root of their size (x1.78 at 1M) to hold recall",
+    )
     index_dtype: Literal["f32", "f16", "i8"] = "i8"
     exact_search_max: int = Field(
         default=4096,
