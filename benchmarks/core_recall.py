@@ -29,11 +29,11 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import platform
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -347,6 +347,18 @@ async def cleanup(store: str, config: dict[str, Any]) -> None:
         await conn.close()
 
 
+def tie_free(rng: Any, basis: Any, family: str, count: int) -> Any:
+    """``count`` unit vectors of 384 dims: ``latent`` (through ``basis``, plus noise) or ``random``."""
+    import numpy as np
+
+    if family == "latent":
+        rows = rng.standard_normal((count, basis.shape[0])) @ basis + 0.05 * rng.standard_normal((count, 384))
+    else:
+        rows = rng.standard_normal((count, 384))
+    rows = rows.astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
 def index_recall(sizes: list[int], queries: int = 200) -> dict[str, Any]:
     """Recall@10 of the SQLite store's vector index (default settings, 60 candidates rescored
     exactly, as a default recall asks) against exact search, on tie-free vectors."""
@@ -362,26 +374,21 @@ def index_recall(sizes: list[int], queries: int = 200) -> dict[str, Any]:
         dtype=defaults.index_dtype,
         exact_below=defaults.index_exact_max,
     )
-    out: dict[str, Any] = {"candidates": 60, "settings": {k: getattr(settings, k) for k in settings.__slots__}}
+    out: dict[str, Any] = {
+        "candidates": 60,
+        "settings": {k: getattr(settings, k) for k in settings.__slots__},
+    }
     for family in ("latent", "random"):
         rng = np.random.default_rng(SEED)
         basis = rng.standard_normal((24, 384))
 
-        def make(count: int) -> Any:
-            if family == "latent":
-                rows = rng.standard_normal((count, 24)) @ basis + 0.05 * rng.standard_normal((count, 384))
-            else:
-                rows = rng.standard_normal((count, 384))
-            rows = rows.astype(np.float32)
-            return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-        questions = make(queries)
+        questions = tie_free(rng, basis, family, queries)
         vectors = np.empty((0, 384), dtype=np.float32)
         index = VectorIndex(settings)
         results = []
         try:
             for size in sizes if family == "latent" else [size for size in sizes if size <= 100_000]:
-                fresh = make(size - len(vectors))
+                fresh = tie_free(rng, basis, family, size - len(vectors))
                 started = time.perf_counter()
                 index.add("b", list(range(len(vectors), size)), fresh, bulk=True)
                 built = time.perf_counter() - started
@@ -414,7 +421,10 @@ def median_of(runs: list[Any]) -> Any:
     """The median of every number across runs of one report shape (other values from the first)."""
     first = runs[0]
     if isinstance(first, dict):
-        return {key: median_of([run[key] for run in runs if isinstance(run, dict) and key in run]) for key in first}
+        return {
+            key: median_of([run[key] for run in runs if isinstance(run, dict) and key in run])
+            for key in first
+        }
     if isinstance(first, list):
         return [median_of([run[i] for run in runs if i < len(run)]) for i in range(len(first))]
     if isinstance(first, bool) or not isinstance(first, int | float):
@@ -426,7 +436,7 @@ def median_of(runs: list[Any]) -> Any:
 def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One report from several: each stage the median over the runs that reached it."""
     stages = []
-    for position, stage in enumerate(runs[0]["stages"]):
+    for position in range(len(runs[0]["stages"])):
         same = [run["stages"][position] for run in runs if len(run["stages"]) > position]
         stages.append({**median_of(same), "runs": len(same)})
     whole = [run for run in runs if len(run["stages"]) == len(runs[0]["stages"])]
@@ -503,7 +513,9 @@ def main(argv: list[str] | None = None) -> None:
             if report is None:  # one store failing (a database gone away) keeps the others' figures
                 break
             runs.append(report)
-        results["stores"][store] = merge_runs(runs) if runs else {"error": "benchmark process failed; see stderr"}
+        results["stores"][store] = (
+            merge_runs(runs) if runs else {"error": "benchmark process failed; see stderr"}
+        )
     if not args.skip_index_recall:
         results["index_recall"] = child_report("index", sizes, args, env) or {"error": "see stderr"}
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
