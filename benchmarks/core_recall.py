@@ -1,14 +1,26 @@
-"""Core recall benchmark: retain throughput and recall latency as a bank grows, per store.
+"""Core recall benchmark: retain throughput, recall latency and recall quality as a bank grows.
 
     python benchmarks/core_recall.py                      # SQLite at 1k, 10k, 100k memories
-    python benchmarks/core_recall.py --sizes 1000,10000   # smaller run
+    python benchmarks/core_recall.py --sizes 10000,100000,1000000 --runs 3   # 1M once, others x3
     ASTROCYTE_TEST_POSTGRES_DSN=postgresql://... python benchmarks/core_recall.py   # + PostgreSQL
 
 Everything goes through the public API (``Astrocyte.from_dict``, ``retain``, ``retain_many``,
 ``recall``) with the offline ``hashing`` embedder. One bank grows through the sizes: at each size
 the missing memories are loaded, part one ``retain`` call at a time (measured) and the rest with
-``retain_many`` in batches (measured), then 200 queries are timed. Each store runs in its own child
-process so its peak RSS is its own. Prints one JSON document.
+``retain_many`` in batches (measured), then 200 question queries are timed and 200 stored
+memories' own texts are recalled (self-retrieval: is the memory hit 1, within the first 5?).
+Each store runs in its own child process so its peak RSS is its own; the SQLite file is then
+reopened (from the index snapshot, and rebuilding the index) and its size on disk reported.
+
+Index recall@10 against exact search is measured apart, in its own process, on vectors without
+ties (the hashing embedder's template texts tie): the store's vector index with its default
+settings, asked for as many candidates as a default recall asks (60, rescored exactly), over
+``latent`` vectors (a 24-dimensional latent mapped into 384 dimensions plus noise: shaped like text
+embeddings) and over ``random`` unit vectors (no neighbourhood structure at all: the worst case;
+up to 100k only, it is far from 0.99 already at 10k).
+
+``--runs N`` repeats the whole run N times (sizes up to ``--repeat-max`` only, after the first)
+and reports the median of every figure, with how many runs each stage had. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import platform
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -147,13 +160,35 @@ def brain_config(store: str, config: dict[str, Any]) -> dict[str, Any]:
     return {"store": store, "store_config": config, "embedder": "hashing"}
 
 
-async def load(brain: Astrocyte, rng: random.Random, count: int, singles: int, batch: int) -> dict[str, Any]:
+class Sample:
+    """A uniform sample (reservoir) of the stored memories: ``(text, memory_id)``."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.seen, self.items = size, 0, []  # type: tuple[int, int, list[tuple[str, str]]]
+        self._rng = random.Random(SEED + 1)
+
+    def offer(self, text: str, memory_id: str) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append((text, memory_id))
+        else:
+            slot = self._rng.randrange(self.seen)
+            if slot < self.size:
+                self.items[slot] = (text, memory_id)
+
+
+async def load(
+    brain: Astrocyte, rng: random.Random, count: int, singles: int, batch: int, sample: Sample
+) -> dict[str, Any]:
     """Add ``count`` memories: ``singles`` one call at a time, the rest batched. Returns rates."""
     result: dict[str, Any] = {}
+    fill_started = time.perf_counter()
     started, cpu = time.perf_counter(), time.process_time()
     for _ in range(singles):
-        outcome = await brain.retain(sentence(rng), bank_id=BANK, tags=[rng.choice(TOPICS)])
+        text = sentence(rng)
+        outcome = await brain.retain(text, bank_id=BANK, tags=[rng.choice(TOPICS)])
         assert outcome.stored, outcome
+        sample.offer(text, outcome.memory_id)
     if singles:
         result["retain_single_per_s"] = round(singles / (time.perf_counter() - started), 1)
         result["retain_single_per_cpu_s"] = round(singles / (time.process_time() - cpu), 1)
@@ -169,12 +204,38 @@ async def load(brain: Astrocyte, rng: random.Random, count: int, singles: int, b
         outcomes = await brain.retain_many(requests)
         failed = [o for o in outcomes if not getattr(o, "stored", False)]
         assert not failed, failed[:3]
+        for request, outcome in zip(requests, outcomes, strict=True):
+            sample.offer(request.content, outcome.memory_id)  # type: ignore[union-attr]
         remaining -= size
     if count - singles:
         result["retain_batched_per_s"] = round((count - singles) / (time.perf_counter() - started), 1)
         result["retain_batched_per_cpu_s"] = round((count - singles) / (time.process_time() - cpu), 1)
         result["retain_batched_items"] = count - singles
+    if count:
+        result["fill_per_s"] = round(count / (time.perf_counter() - fill_started), 1)
     return result
+
+
+async def measure_self_retrieval(brain: Astrocyte, sample: Sample) -> dict[str, Any]:
+    """Recall each sampled memory by its own text: is it the first hit, within the first five?"""
+    first = within_five = 0
+    totals = []
+    for text, memory_id in sample.items:
+        started = time.perf_counter()
+        result = await brain.recall(text, bank_id=BANK, max_results=5)
+        totals.append((time.perf_counter() - started) * 1000)
+        ids = [hit.memory_id for hit in result.hits]
+        first += bool(ids) and ids[0] == memory_id
+        within_five += memory_id in ids
+    count = max(1, len(sample.items))
+    return {
+        "self_retrieval": {
+            "queries": len(sample.items),
+            "hit_at_1": round(first / count, 4),
+            "hit_at_5": round(within_five / count, 4),
+            "recall_ms_p99": round(percentile(totals, 99), 3) if totals else None,
+        }
+    }
 
 
 async def measure_recall(brain: Astrocyte, queries: list[str]) -> dict[str, Any]:
@@ -196,43 +257,76 @@ async def measure_recall(brain: Astrocyte, queries: list[str]) -> dict[str, Any]
     }
 
 
-async def run_store(store: str, sizes: list[int], singles: int, batch: int, queries: int) -> dict[str, Any]:
+async def run_store(
+    store: str, sizes: list[int], singles: int, batch: int, queries: int, rebuild_max: int
+) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="astrocyte-bench-"))
     config = store_config(store, workdir)
     rng = random.Random(SEED)
     qs = [question(random.Random(SEED + i)) for i in range(queries)]
     stages: list[dict[str, Any]] = []
     held = 0
+    sample = Sample(queries)
     try:
         async with Astrocyte.from_dict(brain_config(store, config)) as brain:
             for size in sizes:
                 adding = size - held
                 stage: dict[str, Any] = {"memories": size}
-                stage.update(await load(brain, rng, adding, min(singles, adding // 2), batch))
+                stage.update(await load(brain, rng, adding, min(singles, adding // 2), batch, sample))
                 held = size
                 stage.update(await measure_recall(brain, qs))
+                stage.update(await measure_self_retrieval(brain, sample))
                 stage["peak_rss_mb"] = peak_rss_mb()
+                stage["current_rss_mb"] = current_rss_mb()
                 stages.append(stage)
                 print(json.dumps({"store": store, **stage}), file=sys.stderr, flush=True)
         report: dict[str, Any] = {"stages": stages}
         if store == "sqlite":
-            report.update(await reopen_times(config))
+            report["file_mb"] = files_mb(Path(config["path"]))
+            report.update(await reopen_times(config, rebuild=sizes[-1] <= rebuild_max))
         return report
     finally:
         await cleanup(store, config)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def reopen_times(config: dict[str, Any]) -> dict[str, Any]:
-    """How long opening the full file takes, from the index snapshot and rebuilding from BLOBs."""
-    timings = {}
+def current_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return -1.0
+
+
+def files_mb(path: Path) -> dict[str, float]:
+    """Sizes on disk: the database (with its WAL) and the index snapshot directory."""
+    database = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+    snapshot = path.with_name(path.name + ".vectors")
+    vectors = sum(p.stat().st_size for p in snapshot.glob("*")) if snapshot.exists() else 0
+    return {"database": round(database / 2**20, 1), "index_snapshot": round(vectors / 2**20, 1)}
+
+
+async def reopen_times(config: dict[str, Any], rebuild: bool) -> dict[str, Any]:
+    """How long opening the full file takes (and its first recall), from the index snapshot and,
+    when ``rebuild``, rebuilding the index from BLOBs."""
+    timings: dict[str, Any] = {}
     for label in ("open_with_snapshot_s", "open_rebuilding_index_s"):
         if label == "open_rebuilding_index_s":
+            if not rebuild:
+                timings[label] = None
+                break
             shutil.rmtree(config["path"] + ".vectors", ignore_errors=True)
         brain = Astrocyte.from_dict(brain_config("sqlite", config))
         started = time.perf_counter()
         await brain.start()
         timings[label] = round(time.perf_counter() - started, 3)
+        if label == "open_with_snapshot_s":
+            started = time.perf_counter()
+            await brain.recall("who moved the red lamp", bank_id=BANK)
+            timings["first_recall_after_open_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            timings["rss_after_open_mb"] = current_rss_mb()
         await brain.close()
     return timings
 
@@ -251,6 +345,103 @@ async def cleanup(store: str, config: dict[str, Any]) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{config["schema"]}" CASCADE')
     finally:
         await conn.close()
+
+
+def tie_free(rng: Any, basis: Any, family: str, count: int) -> Any:
+    """``count`` unit vectors of 384 dims: ``latent`` (through ``basis``, plus noise) or ``random``."""
+    import numpy as np
+
+    if family == "latent":
+        rows = rng.standard_normal((count, basis.shape[0])) @ basis + 0.05 * rng.standard_normal((count, 384))
+    else:
+        rows = rng.standard_normal((count, 384))
+    rows = rows.astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def index_recall(sizes: list[int], queries: int = 200) -> dict[str, Any]:
+    """Recall@10 of the SQLite store's vector index (default settings, 60 candidates rescored
+    exactly, as a default recall asks) against exact search, on tie-free vectors."""
+    import numpy as np
+    from astrocyte.stores._vector_index import IndexSettings, VectorIndex
+    from astrocyte.stores.sqlite import SQLiteStoreConfig
+
+    defaults = SQLiteStoreConfig(path="unused")
+    settings = IndexSettings(
+        connectivity=defaults.index_connectivity,
+        expansion_add=defaults.index_expansion_add,
+        expansion_search=defaults.index_expansion_search,
+        dtype=defaults.index_dtype,
+        exact_below=defaults.index_exact_max,
+    )
+    out: dict[str, Any] = {
+        "candidates": 60,
+        "settings": {k: getattr(settings, k) for k in settings.__slots__},
+    }
+    for family in ("latent", "random"):
+        rng = np.random.default_rng(SEED)
+        basis = rng.standard_normal((24, 384))
+
+        questions = tie_free(rng, basis, family, queries)
+        vectors = np.empty((0, 384), dtype=np.float32)
+        index = VectorIndex(settings)
+        results = []
+        try:
+            for size in sizes if family == "latent" else [size for size in sizes if size <= 100_000]:
+                fresh = tie_free(rng, basis, family, size - len(vectors))
+                started = time.perf_counter()
+                index.add("b", list(range(len(vectors), size)), fresh, bulk=True)
+                built = time.perf_counter() - started
+                vectors = np.concatenate([vectors, fresh])
+                truth = np.argsort(-(questions @ vectors.T), axis=1)[:, :10]
+                found, took = 0, []
+                for question_vector, true in zip(questions, truth, strict=True):
+                    started = time.perf_counter()
+                    keys = np.asarray(index.search(["b"], question_vector, 60), dtype=np.int64)
+                    best = keys[np.argsort(-(vectors[keys] @ question_vector))[:10]]
+                    took.append((time.perf_counter() - started) * 1000)
+                    found += len(set(best.tolist()) & set(true.tolist()))
+                results.append(
+                    {
+                        "vectors": size,
+                        "recall_at_10": round(found / truth.size, 4),
+                        "search_ms_p50": round(percentile(took, 50), 3),
+                        "search_ms_p99": round(percentile(took, 99), 3),
+                        "add_s": round(built, 1),
+                    }
+                )
+                print(json.dumps({"index_recall": family, **results[-1]}), file=sys.stderr, flush=True)
+        finally:
+            index.close()
+        out[family] = results
+    return out
+
+
+def median_of(runs: list[Any]) -> Any:
+    """The median of every number across runs of one report shape (other values from the first)."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {
+            key: median_of([run[key] for run in runs if isinstance(run, dict) and key in run])
+            for key in first
+        }
+    if isinstance(first, list):
+        return [median_of([run[i] for run in runs if i < len(run)]) for i in range(len(first))]
+    if isinstance(first, bool) or not isinstance(first, int | float):
+        return first
+    numbers = [run for run in runs if isinstance(run, int | float)]
+    return round(statistics.median(numbers), 4) if len(numbers) > 1 else first
+
+
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several: each stage the median over the runs that reached it."""
+    stages = []
+    for position in range(len(runs[0]["stages"])):
+        same = [run["stages"][position] for run in runs if len(run["stages"]) > position]
+        stages.append({**median_of(same), "runs": len(same)})
+    whole = [run for run in runs if len(run["stages"]) == len(runs[0]["stages"])]
+    merged = median_of([{k: v for k, v in run.items() if k != "stages"} for run in whole])
+    return {"stages": stages, **merged, "runs_of_the_largest_size": len(whole)}
 
 
 def machine() -> dict[str, Any]:
@@ -281,6 +472,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch", type=int, default=500, help="retain_many batch size for the bulk load")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=1, help="repeat and report medians")
+    parser.add_argument(
+        "--repeat-max", type=int, default=100_000, help="runs after the first stop at this size"
+    )
+    parser.add_argument(
+        "--rebuild-max", type=int, default=100_000, help="time an index rebuild on reopen up to this size"
+    )
+    parser.add_argument("--skip-index-recall", action="store_true")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -288,8 +487,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+    if args.child == "index":
+        print(json.dumps(index_recall(sizes)))
+        return
     if args.child:
-        report = asyncio.run(run_store(args.child, sizes, args.single_calls, args.batch, args.queries))
+        report = asyncio.run(
+            run_store(args.child, sizes, args.single_calls, args.batch, args.queries, args.rebuild_max)
+        )
         print(json.dumps(report))
         return
     stores = (
@@ -300,28 +504,46 @@ def main(argv: list[str] | None = None) -> None:
         env["ASTROCYTE_TEST_POSTGRES_DSN"] = args.postgres_dsn
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes, "embedder": "hashing", "stores": {}}
     for store in stores:
-        child = [
-            sys.executable,
-            __file__,
-            "--child",
-            store,
-            "--sizes",
-            args.sizes,
-            "--single-calls",
-            str(args.single_calls),
-            "--batch",
-            str(args.batch),
-            "--queries",
-            str(args.queries),
-        ]
-        done = subprocess.run(child, env=env, stdout=subprocess.PIPE, text=True, check=False)
-        if done.returncode != 0:  # one store failing (a database gone away) keeps the others' figures
-            results["stores"][store] = {
-                "error": f"benchmark process exited with {done.returncode}; see stderr"
-            }
-            continue
-        results["stores"][store] = json.loads(done.stdout.strip().splitlines()[-1])
+        runs = []
+        for run in range(max(1, args.runs)):
+            run_sizes = sizes if run == 0 else [size for size in sizes if size <= args.repeat_max]
+            if not run_sizes:
+                break
+            report = child_report(store, run_sizes, args, env)
+            if report is None:  # one store failing (a database gone away) keeps the others' figures
+                break
+            runs.append(report)
+        results["stores"][store] = (
+            merge_runs(runs) if runs else {"error": "benchmark process failed; see stderr"}
+        )
+    if not args.skip_index_recall:
+        results["index_recall"] = child_report("index", sizes, args, env) or {"error": "see stderr"}
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results, indent=2))
+
+
+def child_report(kind: str, sizes: list[int], args: argparse.Namespace, env: dict[str, str]) -> Any:
+    child = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--sizes",
+        ",".join(str(size) for size in sizes),
+        "--single-calls",
+        str(args.single_calls),
+        "--batch",
+        str(args.batch),
+        "--queries",
+        str(args.queries),
+        "--rebuild-max",
+        str(args.rebuild_max),
+    ]
+    done = subprocess.run(child, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        print(f"benchmark process {kind} exited with {done.returncode}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from astrocyte._metrics import instrumented
 from astrocyte.chunking import chunk_text
 from astrocyte.config import AstrocyteConfig, load_config, parse_config
 from astrocyte.errors import AstrocyteError, NotFoundError, ProviderUnavailableError, ValidationError
-from astrocyte.fusion import above, max_fused_score, reciprocal_rank_fusion
+from astrocyte.fusion import above, exact_matches, max_fused_score, reciprocal_rank_fusion
 from astrocyte.policy.access import bank_not_found
 from astrocyte.policy.engine import PolicyEngine
 from astrocyte.providers import EMBEDDERS, LLM, LLMS, STORES, Embedder, Store, build, store_method
@@ -421,7 +421,8 @@ class Astrocyte:
         searched = time.perf_counter()
         if settings.min_similarity is not None:
             by_vector = above(by_vector, settings.min_similarity)
-        fused = reciprocal_rank_fusion([by_vector, by_keyword], k=settings.rrf_k)
+        exact = exact_matches(query, by_vector, by_keyword)
+        fused = reciprocal_rank_fusion([by_vector, by_keyword], k=settings.rrf_k, first=exact)
         best = max_fused_score(2, settings.rrf_k)
         hits, truncated = fit_budget(
             [self._hit(f.hit, f.score / best) for f in fused[:max_results]], max_tokens
@@ -433,6 +434,7 @@ class Astrocyte:
             "vector_hits": len(by_vector),
             "keyword_hits": len(by_keyword),
             "fused_memories": len(fused),
+            "exact_matches": len(exact),
             "timings_ms": {
                 "embed": _ms(started, embedded),
                 "search": _ms(embedded, searched),

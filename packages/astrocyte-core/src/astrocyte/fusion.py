@@ -3,15 +3,35 @@
 Each arm's chunk hits are first collapsed to memories (a memory ranks where its best chunk does), so
 a long memory with many matching chunks does not crowd out others. A memory's fused score is
 ``sum(1 / (k + rank))`` over the arms that found it, ranks starting at 1.
+
+An exact match outranks every fused score: a memory whose text is the query word for word (see
+:func:`text_key`), then one whose vector is the query vector, comes first with the best possible
+score, whatever rank fusion would have given it. Stores put such chunks at the head of their arms
+(the store contract checks it), so finding them costs a look at the first hits only.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from astrocyte.types import StoredHit
 
-__all__ = ["FusedHit", "above", "collapse", "reciprocal_rank_fusion", "max_fused_score"]
+__all__ = [
+    "IDENTICAL_SIMILARITY",
+    "FusedHit",
+    "above",
+    "collapse",
+    "exact_matches",
+    "max_fused_score",
+    "reciprocal_rank_fusion",
+    "text_key",
+]
+
+_WORD = re.compile(r"\w+")
+# Cosine similarity from which a vector counts as the query's own (float32 rounding of a product
+# of identical unit vectors stays well within this).
+IDENTICAL_SIMILARITY = 1.0 - 1e-5
 
 
 class FusedHit:
@@ -50,16 +70,59 @@ def above(arm: Sequence[StoredHit], threshold: float) -> Sequence[StoredHit]:
     return arm[: sum(1 for score in scores if score > threshold)]
 
 
-def reciprocal_rank_fusion(arms: Sequence[Sequence[StoredHit]], k: int = 60) -> list[FusedHit]:
+def text_key(text: str) -> str:
+    """``text`` reduced to what an exact match compares: its lower-cased words, in order (so case,
+    punctuation and spacing do not matter, and one word more or less does)."""
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def _texts(arm: Sequence[StoredHit]) -> Sequence[str]:
+    texts: Sequence[str] | None = getattr(arm, "texts", None)
+    return texts if texts is not None else [hit.text for hit in arm]
+
+
+def exact_matches(query: str, by_vector: Sequence[StoredHit], by_keyword: Sequence[StoredHit]) -> list[str]:
+    """Memory ids of the exact matches at the head of the arms, best first: chunks whose text is
+    the query (:func:`text_key`), from either arm, then chunks whose vector is the query's
+    (similarity at least :data:`IDENTICAL_SIMILARITY`) from the vector arm."""
+    key = text_key(query)
+    out: dict[str, None] = {}
+    if key:
+        for arm in (by_keyword, by_vector):
+            texts, ids = _texts(arm), _memory_ids(arm)
+            for position, text in enumerate(texts):
+                if text_key(text) != key:
+                    break
+                out[ids[position]] = None
+    scores: Sequence[float] | None = getattr(by_vector, "scores", None)
+    if scores is None:
+        scores = [hit.score for hit in by_vector]
+    ids = _memory_ids(by_vector)
+    for position, score in enumerate(scores):
+        if score < IDENTICAL_SIMILARITY:
+            break
+        out.setdefault(ids[position], None)
+    return list(out)
+
+
+def _memory_ids(arm: Sequence[StoredHit]) -> Sequence[str]:
+    memory_ids: Sequence[str] | None = getattr(arm, "memory_ids", None)
+    return memory_ids if memory_ids is not None else [hit.memory_id for hit in arm]
+
+
+def reciprocal_rank_fusion(
+    arms: Sequence[Sequence[StoredHit]], k: int = 60, first: Sequence[str] = ()
+) -> list[FusedHit]:
     """Fuse ranked arms into one list of memories, best first (ties keep first-seen order).
 
-    An arm exposing ``memory_ids`` (one per hit) is fused from those alone, so hits are read only
-    for the memories a caller looks at."""
+    ``first`` (memory ids, from :func:`exact_matches`) go ahead of everything else, in that order,
+    scored :func:`max_fused_score`. An arm exposing ``memory_ids`` (one per hit) is fused from
+    those alone, so hits are read only for the memories a caller looks at."""
     # Plain dicts in the loop (this runs on every recall); FusedHit objects only at the end.
     scores: dict[str, float] = {}
-    first: dict[str, tuple[Sequence[StoredHit], int]] = {}
+    seen_first: dict[str, tuple[Sequence[StoredHit], int]] = {}
     for arm in arms:
-        memory_ids: Sequence[str] = getattr(arm, "memory_ids", None) or [hit.memory_id for hit in arm]
+        memory_ids = _memory_ids(arm)
         seen: set[str] = set()
         for position, memory_id in enumerate(memory_ids):
             if memory_id in seen:
@@ -70,9 +133,16 @@ def reciprocal_rank_fusion(arms: Sequence[Sequence[StoredHit]], k: int = 60) -> 
                 scores[memory_id] += contribution
             else:
                 scores[memory_id] = contribution
-                first[memory_id] = (arm, position)
+                seen_first[memory_id] = (arm, position)
     order = sorted(scores, key=scores.__getitem__, reverse=True)  # stable: ties keep first-seen order
-    return [FusedHit(*first[memory_id], scores[memory_id]) for memory_id in order]
+    if first:
+        pinned = [memory_id for memory_id in first if memory_id in scores]
+        best = max_fused_score(len(arms), k)
+        for memory_id in pinned:
+            scores[memory_id] = best
+        held = set(pinned)
+        order = pinned + [memory_id for memory_id in order if memory_id not in held]
+    return [FusedHit(*seen_first[memory_id], scores[memory_id]) for memory_id in order]
 
 
 def max_fused_score(arm_count: int, k: int = 60) -> float:

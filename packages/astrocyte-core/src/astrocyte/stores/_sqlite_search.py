@@ -19,12 +19,14 @@ from typing import Any, overload
 
 import numpy as np
 
+from astrocyte.fusion import text_key
 from astrocyte.stores._sqlite_sql import bank_key, filter_sql, has_filters
 from astrocyte.stores._vector_index import VectorIndex
 from astrocyte.types import SearchFilters, StoredHit
 
 __all__ = [
     "HitRows",
+    "Phrase",
     "SearchLimits",
     "both_arms",
     "hydrate",
@@ -39,6 +41,19 @@ _HIT_COLUMNS = (
     "c.id, c.chunk_index, c.text, m.memory_id, m.bank_id, m.tags, m.metadata, "
     "m.occurred_at, m.retained_at, m.source"
 )
+
+
+# Chunks read per recall to find those whose text is the query (copies of one text are rarely more).
+_EXACT_LIMIT = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Phrase:
+    """The query as an exact-text lookup: the FTS5 phrase of all its words, and the
+    :func:`~astrocyte.fusion.text_key` a chunk's text must have to be the query."""
+
+    fts: str
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +143,11 @@ def keyword_ranked(
     filters: SearchFilters,
     window: int,
     foreign: int | None,
+    phrase: Phrase | None = None,
 ) -> Scored:
     """``(chunk id, BM25 score)`` best first (higher is better) over the chunks holding any of
-    ``words``, exact when at most ``window`` chunks match.
+    ``words``, exact when at most ``window`` chunks match. With ``phrase``, chunks whose text is
+    the query word for word come first (scored as the best BM25 hit), whatever their BM25 rank.
 
     BM25 costs a few microseconds per matching chunk, so a broad query over a large bank would
     cost tens of milliseconds. Past ``window`` matches the candidates are the ``window`` most recent
@@ -147,14 +164,54 @@ def keyword_ranked(
     every_word = f"{{text}} : ({' AND '.join(words)})" if len(words) > 1 else None
     params: list[Any] = []
     scope = "FROM chunks_fts WHERE chunks_fts MATCH ?"
+    in_banks = "{bank_key} : (" + " OR ".join(f'"{bank_key(bank)}"' for bank in banks) + ")"
     if has_filters(filters):
         where, params = filter_sql(banks, filters)
         scope = "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid JOIN memories m ON m.id = c.memory "
         scope += f"WHERE chunks_fts MATCH ? AND {where}"
     elif foreign is None:
-        in_banks = "{bank_key} : (" + " OR ".join(f'"{bank_key(bank)}"' for bank in banks) + ")"
         in_words += f" AND {in_banks}"
         every_word = every_word and f"{every_word} AND {in_banks}"
+    ranked = _bm25_ranked(conn, scope, params, in_words, every_word, k, window, foreign)
+    if phrase is None:
+        return ranked
+    exact = _exact_text(
+        conn, scope, params, f"{{text}} : {phrase.fts}" + ("" if params else f" AND {in_banks}"), phrase.key
+    )
+    if not exact:
+        return ranked
+    top = ranked[0][1] if ranked else 1.0
+    held = set(exact)
+    return [(chunk_id, top) for chunk_id in sorted(exact)] + [pair for pair in ranked if pair[0] not in held]
+
+
+def _exact_text(conn: sqlite3.Connection, scope: str, params: list[Any], match: str, key: str) -> list[int]:
+    """Chunk ids whose text has ``key``, among those holding the phrase ``match``: any
+    :data:`_EXACT_LIMIT` of them first (one page of the posting lists), then, when that many came
+    back without the text itself (a phrase many longer chunks contain), the shortest holding it
+    (a chunk that is the phrase is among them; BM25 would prefer chunks repeating it)."""
+    query = f"SELECT chunks_fts.rowid, chunks_fts.text {scope}"
+    rows = conn.execute(f"{query} LIMIT ?", [match, *params, _EXACT_LIMIT]).fetchall()
+    exact = [chunk_id for chunk_id, text in rows if text_key(text) == key]
+    if exact or len(rows) < _EXACT_LIMIT:
+        return exact
+    rows = conn.execute(
+        f"{query} ORDER BY length(chunks_fts.text) LIMIT ?", [match, *params, _EXACT_LIMIT]
+    ).fetchall()
+    return [chunk_id for chunk_id, text in rows if text_key(text) == key]
+
+
+def _bm25_ranked(
+    conn: sqlite3.Connection,
+    scope: str,
+    params: list[Any],
+    in_words: str,
+    every_word: str | None,
+    k: int,
+    window: int,
+    foreign: int | None,
+) -> Scored:
+    """:func:`keyword_ranked`'s BM25 ranking (``scope`` is the FROM/WHERE with one MATCH slot)."""
     # Room for the foreign chunks hydration will drop (none when the banks are in the SQL).
     fetch = k + min(foreign, k) if foreign is not None and not params else k
     # The bank_key column gets weight 0: only the words score.
@@ -190,14 +247,15 @@ def keyword_search(
     filters: SearchFilters,
     window: int,
     foreign: int | None,
+    phrase: Phrase | None = None,
 ) -> list[StoredHit]:
     """The keyword arm as hits: :func:`keyword_ranked`, hydrated, at most ``k``. When matching
     the words alone (``foreign`` given) let foreign chunks crowd the banks' own out, it asks again
     bank-scoped."""
-    scored = keyword_ranked(conn, banks, words, k, filters, window, foreign)
+    scored = keyword_ranked(conn, banks, words, k, filters, window, foreign, phrase)
     hits = hydrate(conn, cache, [scored], banks, k)[0]
     if foreign is not None and len(hits) < k:
-        return keyword_search(conn, cache, banks, words, k, filters, window, None)
+        return keyword_search(conn, cache, banks, words, k, filters, window, None, phrase)
     return list(hits)
 
 
@@ -212,16 +270,19 @@ def both_arms(
     filters: SearchFilters,
     limits: SearchLimits,
     foreign: int | None,
+    phrase: Phrase | None = None,
 ) -> tuple[Sequence[StoredHit], Sequence[StoredHit]]:
     """The vector arm and the keyword arm (as :func:`vector_scored` and :func:`keyword_search`
     would return them), with one hydrating statement (at most) for both."""
     by_vector = vector_scored(conn, index, banks, vector, k, filters, limits.exact_max)
-    by_keyword = keyword_ranked(conn, banks, words, k, filters, limits.window, foreign) if words else []
+    by_keyword = (
+        keyword_ranked(conn, banks, words, k, filters, limits.window, foreign, phrase) if words else []
+    )
     vector_hits, keyword_hits = hydrate(conn, cache, [by_vector, by_keyword], banks, k)
     arm: Sequence[StoredHit] = keyword_hits
     if foreign is not None and len(keyword_hits) < k and len(by_keyword) > len(keyword_hits):
         # Some were dropped (foreign, or deleted meanwhile): ask again bank-scoped.
-        arm = keyword_search(conn, cache, banks, words, k, filters, limits.window, None)
+        arm = keyword_search(conn, cache, banks, words, k, filters, limits.window, None, phrase)
     return vector_hits, arm
 
 
@@ -279,6 +340,11 @@ class LazyHits(Sequence[StoredHit]):
 
     def __len__(self) -> int:
         return len(self._refs)
+
+    @property
+    def texts(self) -> list[str]:
+        """Each hit's chunk text, without building the hits."""
+        return [fields[3] for fields, _ in self._refs]
 
     @overload
     def __getitem__(self, index: int) -> StoredHit: ...

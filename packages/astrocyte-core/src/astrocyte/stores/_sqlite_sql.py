@@ -19,6 +19,7 @@ from astrocyte.types import ForgetSelector, SearchFilters
 __all__ = [
     "bank_key",
     "filter_sql",
+    "fts_phrase",
     "fts_query",
     "fts_words",
     "has_filters",
@@ -29,6 +30,9 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WORD = re.compile(r"\w+")
 _MAX_QUERY_TERMS = 32
+# Longer queries are not looked up as exact text (nobody pastes a whole document as a query, and
+# the phrase lookup's cost grows with its length).
+_MAX_PHRASE_WORDS = 256
 # Words so common that OR-ing them into a keyword query only costs time and adds noise; they are
 # dropped unless the query has nothing else.
 _STOPWORDS = frozenset(
@@ -109,3 +113,12 @@ def fts_query(text: str) -> str | None:
     """The FTS5 MATCH expression (words OR-ed) for arbitrary user text, or None when it has no words."""
     words = fts_words(text)
     return " OR ".join(words) if words else None
+
+
+def fts_phrase(text: str) -> str | None:
+    """An FTS5 phrase of every word of ``text`` in order (stop words kept), matching the chunks
+    that may be ``text`` word for word; None when ``text`` has no words or too many."""
+    words = _WORD.findall(text.lower())
+    if not words or len(words) > _MAX_PHRASE_WORDS:
+        return None
+    return '"' + " ".join(words) + '"'

@@ -33,6 +33,9 @@ from usearch.index import Index
 _MANIFEST = "manifest.json"
 # Vectors moved into a graph per lock hold: a search waits at most for one slice (~2 ms).
 _SLICE = 64
+# Graphs up to this size search with the configured beam width; larger ones widen it.
+_ADAPT_FROM = 100_000
+_MAX_EXPANSION = 4096
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,19 @@ class IndexSettings:
     # Small enough that scoring the whole queue exactly stays under a millisecond, and that a
     # backlog's throughput is the indexer's sustained rate, not the queue absorbing a burst.
     max_queued: int = 4096
+
+
+def expansion_for(base: int, size: int) -> int:
+    """The search beam width for a graph of ``size`` vectors: ``base`` up to 100k vectors, then
+    growing with the fourth root of the size (x1.33 at 300k, x1.78 at 1M).
+
+    Measured on tie-free 384-dim vectors shaped like text embeddings (i8 graph, degree 16, 60
+    candidates rescored exactly): recall@10 against exact search is 0.9965 at 20k with a beam of
+    128; at 300k it is 0.963 / 0.9945 / 0.998 with 128 / 256 / 384. The beam a fixed recall needs
+    grows slowly with the graph, and search time grows with the beam, so it grows no faster."""
+    if size <= _ADAPT_FROM:
+        return base
+    return min(_MAX_EXPANSION, max(base, round(base * (size / _ADAPT_FROM) ** 0.25)))
 
 
 class _BankIndex:
@@ -72,6 +88,8 @@ class _BankIndex:
             expansion_add=settings.expansion_add,
             expansion_search=settings.expansion_search,
         )
+        self._expansion = settings.expansion_search
+        self._index.expansion_search = self._expansion  # type: ignore[misc]  # has a setter at runtime
         self._graph_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         # Queued slices, oldest first: keys and their float32 rows scaled to unit length (so exact
@@ -148,6 +166,10 @@ class _BankIndex:
             size = len(self._index)
             if size:
                 exact = size <= self._settings.exact_below
+                expansion = expansion_for(self._settings.expansion_search, size)
+                if expansion != self._expansion:
+                    self._index.expansion_search = expansion  # type: ignore[misc]  # has a setter at runtime
+                    self._expansion = expansion
                 # One thread: the caller is already a worker thread; usearch's own pool costs more.
                 matches = self._index.search(query, min(count, size), exact=exact, threads=1)
                 keys = np.asarray(matches.keys, dtype=np.uint64)
@@ -172,7 +194,6 @@ class _BankIndex:
         index = Index.restore(str(path))
         if index is None:
             raise ValueError(f"unreadable index snapshot {path}")
-        index.expansion_search = settings.expansion_search  # type: ignore[misc]  # has a setter at runtime
         return cls(index.ndim, settings, index)
 
 

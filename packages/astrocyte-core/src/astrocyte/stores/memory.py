@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from astrocyte.errors import ConfigError, NotFoundError, TooLargeError, ValidationError
+from astrocyte.fusion import text_key
 from astrocyte.types import (
     BankStats,
     ComponentHealth,
@@ -368,6 +369,16 @@ class MemoryStore:
             score = _bm25(tokens, idf, avg_len)
             if score > 0:
                 scored.append((score, stored, chunk))
+        # A chunk whose text is the query comes first, scored as the best BM25 hit.
+        key = text_key(query)
+        exact = [item for item in scored if text_key(item[2].text) == key]
+        if exact:
+            top = max(score for score, _, _ in scored)
+            rest = [item for item in scored if text_key(item[2].text) != key]
+            return (
+                _top([(top, stored, chunk) for _, stored, chunk in exact], k)
+                + _top(rest, k)[: max(0, k - len(exact))]
+            )
         return _top(scored, k)
 
     async def count(self, bank_ids: Sequence[str], filters: SearchFilters) -> int:

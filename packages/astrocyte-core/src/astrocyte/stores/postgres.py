@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from astrocyte.errors import (
     ProviderUnavailableError,
     ValidationError,
 )
+from astrocyte.fusion import text_key
 from astrocyte.stores import _postgres_schema as schema_mod
 from astrocyte.stores import _postgres_state as keyed
 from astrocyte.types import (
@@ -60,6 +62,8 @@ _INSERT_ATTEMPTS = 3
 _MAX_QUERY_WORDS = 64
 # Matches ranked per keyword-search stage; bounds the cost of queries made of very common words.
 _KEYWORD_CANDIDATES = 100
+# Chunks read per keyword search to find those whose text is the query.
+_EXACT_LIMIT = 32
 _HIT_COLUMNS = (
     "n.bank_id, n.memory_id, n.chunk_index, n.text, n.score, m.tags, m.metadata, "
     "m.occurred_at, m.retained_at, m.source"
@@ -442,9 +446,18 @@ class PostgresStore:
             return []
         cap = max(_KEYWORD_CANDIDATES, 4 * k)
         where, args = _filter_sql("c", bank_ids, filters, [" ".join(words), " or ".join(words), k, cap])
+        key = text_key(query)
         async with self._connection() as conn:
             rows = await conn.fetch(_keyword_sql(where), *args)
-        return [_hit(row) for row in rows]
+            exact = await _exact_text(conn, bank_ids, filters, key) if key else []
+        hits = [_hit(row) for row in rows]
+        if not exact:
+            return hits
+        # A chunk whose text is the query comes first, scored as the best hit.
+        top = max([hit.score for hit in hits], default=1.0)
+        held = {(hit.memory_id, hit.chunk_index) for hit in exact}
+        rest = [hit for hit in hits if (hit.memory_id, hit.chunk_index) not in held]
+        return ([dataclasses.replace(hit, score=top) for hit in exact] + rest)[: max(k, len(exact))]
 
     async def count(self, bank_ids: Sequence[str], filters: SearchFilters) -> int:
         """How many memories (not chunks) in ``bank_ids`` match the filters."""
@@ -591,6 +604,28 @@ def _hit(row: asyncpg.Record) -> StoredHit:
         retained_at=row["retained_at"],
         source=row["source"],
     )
+
+
+async def _exact_text(
+    conn: asyncpg.Connection, bank_ids: Sequence[str], filters: SearchFilters, key: str
+) -> list[StoredHit]:
+    """Chunks whose text is ``key`` word for word (:func:`~astrocyte.fusion.text_key`), among
+    those holding it as a phrase: any :data:`_EXACT_LIMIT` of them, then, when that many came back
+    without the text itself (a phrase many longer chunks hold), the shortest holding it."""
+    where, args = _filter_sql("c", bank_ids, filters, [key, _EXACT_LIMIT])
+    sql = (
+        "WITH n AS MATERIALIZED (SELECT c.bank_id, c.memory_id, c.chunk_index, c.text, 0::float8 AS score "
+        f"FROM chunks c WHERE c.tsv @@ phraseto_tsquery('{schema_mod.TEXT_SEARCH_CONFIG}', $1) AND {where} "
+        "{order} LIMIT $2) "
+        f"SELECT {_HIT_COLUMNS} FROM n JOIN memories m USING (bank_id, memory_id) "
+        "ORDER BY n.bank_id, n.memory_id, n.chunk_index"
+    )
+    rows = await conn.fetch(sql.replace("{order}", ""), *args)
+    exact = [_hit(row) for row in rows if text_key(row["text"]) == key]
+    if exact or len(rows) < _EXACT_LIMIT:
+        return exact
+    rows = await conn.fetch(sql.replace("{order}", "ORDER BY length(c.text)"), *args)
+    return [_hit(row) for row in rows if text_key(row["text"]) == key]
 
 
 def _keyword_sql(where: str) -> str:

@@ -55,7 +55,9 @@ Behaviour the kit pins down beyond the protocol's docstrings:
 - A refused insert (dimension mismatch, or a value the backend cannot hold, which must surface as
   ``ValidationError``) leaves no trace: no memories, no bank, no taken keys.
 - ``keyword_search`` takes plain text: any word of the query may match (a question finds a memory
-  sharing one word with it) and no input string makes it raise.
+  sharing one word with it) and no input string makes it raise. A chunk whose text is the query
+  word for word (:func:`astrocyte.fusion.text_key`) ranks first, whatever its BM25 rank: the
+  engine keeps such an exact match on top of the fused results.
 - Vector scores are cosine similarities in ``[-1, 1]``, never NaN; a query of the wrong size
   raises ``ValidationError(code="embedding_dimension_mismatch")``.
 - Bank ids and tags are compared exactly (case-sensitive, no wildcard meaning for ``%`` or ``_``).
@@ -719,6 +721,20 @@ class StoreContract:
         hits = await store.keyword_search([bank], "saxophone harmonica", 10, NO_FILTERS)
         assert hits and hits[0].text == "saxophone harmonica duet tonight"
         _assert_best_first(hits, "keyword")
+
+    async def test_keyword_search_ranks_the_query_text_first(self, store: Store) -> None:
+        # BM25 prefers the repetitive chunks; a chunk whose text is the query (word for word:
+        # case and punctuation aside) must still come first, ahead of more than a page of them.
+        bank = unique_bank("exact")
+        fillers = [make_record(bank, f"crimson lamp crimson lamp shelf {i}") for i in range(40)]
+        await store.insert([*fillers, make_record(bank, "Crimson lamp.")])
+        for query in ("crimson lamp", "CRIMSON, lamp"):
+            hits = await store.keyword_search([bank], query, 5, NO_FILTERS)
+            assert hits and hits[0].text == "Crimson lamp.", (
+                f"query {query!r} ranked {[h.text for h in hits]}"
+            )
+            assert len(hits) == 5
+            _assert_best_first(hits, "keyword")
 
     async def test_keyword_search_matches_any_word_of_a_question(self, store: Store) -> None:
         bank = unique_bank("question")
