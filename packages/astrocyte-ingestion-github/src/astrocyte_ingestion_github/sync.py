@@ -246,9 +246,7 @@ class RepoSync:
         by_issue: dict[int, list[int]] = {}
         for item in items:
             if not isinstance(item, dict):
-                self._dead_letter(
-                    f"{self.repo.full_name}:comment:?", "malformed_object", "not an object"
-                )
+                self._dead_letter(f"{self.repo.full_name}:comment:?", "malformed_object", "not an object")
                 continue
             if comment_on_pull_request(item) and not self.options.include.pull_requests:
                 continue
@@ -283,7 +281,9 @@ class RepoSync:
                     retry.append(message)
                     wait = max(wait, outcome.retry_after or 0.0)
                 elif outcome.status == "rejected":
-                    self._dead_letter(message.raw_ref or "?", outcome.code or "rejected", outcome.reason or "")
+                    self._dead_letter(
+                        message.raw_ref or "?", outcome.code or "rejected", outcome.reason or ""
+                    )
                 elif outcome.code == "forgotten":
                     self.stats.forgotten += 1
             if retry:
