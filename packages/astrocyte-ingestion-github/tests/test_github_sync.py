@@ -13,7 +13,7 @@ from astrocyte_ingestion_github.driver import GitHubIssuesDriver
 from astrocyte_ingestion_github.mapping import Repo, object_ref
 from astrocyte_ingestion_github.testing import FakeGitHub
 
-from .conftest import CountingSink, config
+from .conftest import CountingSink, config, eventually
 
 REPO = "octo/hello"
 BANK = "github:octo.hello"
@@ -196,20 +196,6 @@ class _DeadLetterWritesFail:
         await self._store.set_state(namespace, key, value)
 
 
-async def _until(what: str, predicate: Callable[[], Any], within: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_a_failing_dead_letter_write_holds_back_no_valid_issue_and_loses_no_dead_letter(
     github: FakeGitHub, engine: Astrocyte
 ) -> None:
@@ -226,7 +212,7 @@ async def test_a_failing_dead_letter_write_holds_back_no_valid_issue_and_loses_n
     task = asyncio.create_task(driver.start())
     cursor_key = f"cursor:{REPO}:issues"
     try:
-        await _until(
+        await eventually(
             "both valid issues stored", lambda: sink.counts.get("stored") == 2 and store.refused >= 2
         )
         health = await driver.health()
@@ -238,12 +224,12 @@ async def test_a_failing_dead_letter_write_holds_back_no_valid_issue_and_loses_n
         async def settled() -> bool:
             return bool(await state.dead_letters()) and await state.get_json(cursor_key) is not None
 
-        await _until("the dead letter written and the cursor saved", settled)
+        await eventually("the dead letter written and the cursor saved", settled)
 
         async def running() -> bool:
             return (await driver.health()).state == "running"
 
-        await _until("health running again", running)
+        await eventually("health running again", running)
     finally:
         await driver.stop(5)
         await task
