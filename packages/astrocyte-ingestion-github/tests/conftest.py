@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -89,3 +91,18 @@ def make_driver(github: FakeGitHub) -> Callable[..., GitHubIssuesDriver]:
 
 def config(**keys: Any) -> GitHubSourceConfig:
     return GitHubSourceConfig.model_validate({"repositories": ["octo/hello"], "token": TOKEN, **keys})
+
+
+async def eventually(what: str, predicate: Callable[[], Any], within: float = 20.0) -> None:
+    """Wait until ``predicate()`` (plain or awaitable) is true; fail after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

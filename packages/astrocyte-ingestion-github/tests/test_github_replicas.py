@@ -15,7 +15,7 @@ from typing import Any
 from astrocyte import Astrocyte
 from astrocyte_ingestion_github.testing import FakeGitHub
 
-from .conftest import TOKEN
+from .conftest import TOKEN, eventually
 
 REPO = "octo/hello"
 LEASE_SECONDS = 3.0
@@ -50,13 +50,6 @@ def _polled_by(github: FakeGitHub, name: str, after: float = 0.0) -> int:
     return sum(1 for r in github.requests if r.user_agent == f"replica-{name}" and r.at >= after)
 
 
-async def _until(what: str, predicate: Any, within: float) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 async def test_only_one_replica_polls_and_the_other_takes_over_when_it_is_killed(
     github: FakeGitHub, engine_config: dict[str, Any]
 ) -> None:
@@ -65,14 +58,16 @@ async def test_only_one_replica_polls_and_the_other_takes_over_when_it_is_killed
     first = await _spawn(engine_config, github, "a")
     second = None
     try:
-        await _until("replica a to poll", lambda: _polled_by(github, "a") >= 2, within=30)
+        await eventually("replica a to poll", lambda: _polled_by(github, "a") >= 2, within=30)
         second = await _spawn(engine_config, github, "b")
         await asyncio.sleep(LEASE_SECONDS * 1.5)  # b renews its attempt every lease/3 meanwhile
         assert _polled_by(github, "b") == 0, "the replica without the lease polled"
         first.send_signal(signal.SIGKILL)
         await first.wait()
         killed = time.time()
-        await _until("replica b to take over", lambda: _polled_by(github, "b") > 0, within=LEASE_SECONDS + 10)
+        await eventually(
+            "replica b to take over", lambda: _polled_by(github, "b") > 0, within=LEASE_SECONDS + 10
+        )
         took_over = min(r.at for r in github.requests if r.user_agent == "replica-b")
         assert took_over - killed <= LEASE_SECONDS + INTERVAL + 2.0, "took longer than a lease to take over"
         github.create_issue(REPO, "late", "an issue opened after the takeover")

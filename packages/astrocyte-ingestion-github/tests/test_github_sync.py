@@ -7,10 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 from astrocyte import Astrocyte
+from astrocyte.errors import ProviderUnavailableError
+from astrocyte.ingest.state import SourceState
 from astrocyte_ingestion_github.driver import GitHubIssuesDriver
+from astrocyte_ingestion_github.mapping import Repo, object_ref
 from astrocyte_ingestion_github.testing import FakeGitHub
 
-from .conftest import CountingSink
+from .conftest import CountingSink, config, eventually
 
 REPO = "octo/hello"
 BANK = "github:octo.hello"
@@ -172,3 +175,65 @@ async def test_runs_under_the_core_supervisor_with_state_in_the_engines_store(
         assert cursor is not None and '"since"' in cursor
     finally:
         await supervisor.stop(5)
+
+
+class _DeadLetterWritesFail:
+    """The engine's real store, except that it refuses writes of the dead-letter list (as a store
+    does when it cannot write: a transient ``ProviderUnavailableError``) while ``failing``."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.failing = True
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def set_state(self, namespace: str, key: str, value: str) -> None:
+        if self.failing and key == "dead_letters":
+            self.refused += 1
+            raise ProviderUnavailableError("the store refused the write")
+        await self._store.set_state(namespace, key, value)
+
+
+async def test_a_failing_dead_letter_write_holds_back_no_valid_issue_and_loses_no_dead_letter(
+    github: FakeGitHub, engine: Astrocyte
+) -> None:
+    github.create_issue(REPO, "good one", "first valid issue")
+    raw = github.add_raw_issue(REPO, {"title": None, "html_url": f"https://github.com/{REPO}/issues/2"})
+    github.create_issue(REPO, "good two", "second valid issue")
+    sink = CountingSink(engine)
+    store = _DeadLetterWritesFail(sink.store)
+    state = SourceState(store, sink.source_id)
+    settings = config(
+        api_url=github.url, include={"comments": False}, interval_seconds=0.2, max_retry_seconds=0.3
+    )
+    driver = GitHubIssuesDriver(sink.source_id, settings, sink=sink, state=state)
+    task = asyncio.create_task(driver.start())
+    cursor_key = f"cursor:{REPO}:issues"
+    try:
+        await eventually(
+            "both valid issues stored", lambda: sink.counts.get("stored") == 2 and store.refused >= 2
+        )
+        health = await driver.health()
+        assert health.state == "degraded" and "dead-letter store" in (health.detail or ""), health
+        assert await state.dead_letters() == []
+        assert await state.get_json(cursor_key) is None, "the cursor moved past an unwritten dead letter"
+        store.failing = False
+
+        async def settled() -> bool:
+            return bool(await state.dead_letters()) and await state.get_json(cursor_key) is not None
+
+        await eventually("the dead letter written and the cursor saved", settled)
+
+        async def running() -> bool:
+            return (await driver.health()).state == "running"
+
+        await eventually("health running again", running)
+    finally:
+        await driver.stop(5)
+        await task
+    refs = [letter["ref"] for letter in await state.dead_letters()]
+    assert refs == [object_ref(Repo.parse(REPO), "issue", raw)]
+    assert sink.counts.get("stored") == 2
+    assert await _memories(engine) == 2

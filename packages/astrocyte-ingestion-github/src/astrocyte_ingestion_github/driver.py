@@ -71,6 +71,7 @@ class GitHubIssuesDriver:
                 self.state,
                 sleep=self._sleep,
                 still_held=functools.partial(self._holds, repo.full_name),
+                on_trouble=self._down,
             )
             for repo in self.repos
         }

@@ -16,6 +16,11 @@ oldest change first (``sort=updated&direction=asc``) from a cursor kept in the s
 - The cursor is saved after each page has been settled by the sink (stored, duplicate, or
   rejected and dead-lettered), never before: a crash repeats at most one page, and the store's
   idempotency turns the repeat into duplicates.
+- Dead letters (malformed objects, messages the sink rejects) are written after the page's valid
+  messages were submitted, so a failing dead-letter write never holds a valid message back. A write
+  that fails is retried with backoff (health says ``degraded``) and the cursor waits until every
+  dead letter of the page is written: a stop meanwhile leaves the page to be read again, and the
+  dead-letter list ignores a reference it already holds, so nothing is dead-lettered twice.
 
 Deleted comments: GitHub's lists have no tombstones, so an issue whose ``comments`` count dropped
 below the comments remembered for it has its comment list read in full, and the comments missing
@@ -56,6 +61,7 @@ from astrocyte_ingestion_github.mapping import (
 log = logging.getLogger("astrocyte_ingestion_github")
 
 Sleep = Callable[[float], Awaitable[None]]
+Letter = tuple[str, str, str]  # (raw ref, code, reason) of an entry to dead-letter
 
 
 class LeaseLost(Exception):
@@ -103,6 +109,7 @@ class RepoSync:
         *,
         sleep: Sleep,
         still_held: Callable[[], bool],
+        on_trouble: Callable[[str], None] | None = None,
     ) -> None:
         self.repo = repo
         self.config = config
@@ -113,6 +120,8 @@ class RepoSync:
         self.stats = SyncStats()
         self._sleep = sleep
         self._still_held = still_held
+        self._on_trouble = on_trouble or (lambda why: None)
+        self._letters: list[Letter] = []  # dead letters of the page being settled
 
     async def poll(self) -> None:
         """One pass over every feed the config includes."""
@@ -145,7 +154,9 @@ class RepoSync:
                 self.stats.not_modified += 1
                 return
             fresh = [item for item in page.items if not _settled(cursor, item)]
+            self._letters = []
             await self._settle(await to_messages(fresh))
+            await self._write_dead_letters()
             before = cursor.since
             _advance(cursor, page.items, self.config.overlap_seconds)
             if first:
@@ -176,7 +187,7 @@ class RepoSync:
         messages: list[IngestMessage] = []
         for item in items:
             if not isinstance(item, dict):
-                await self._dead_letter(f"{self.repo.full_name}:issue:?", "malformed_object", "not an object")
+                self._dead_letter(f"{self.repo.full_name}:issue:?", "malformed_object", "not an object")
                 continue
             wanted = include.pull_requests if is_pull_request(item) else include.issues
             try:
@@ -185,7 +196,7 @@ class RepoSync:
                 if include.comments:
                     messages.extend(await self._deleted_comments(item))
             except MalformedObject as exc:
-                await self._dead_letter(object_ref(self.repo, "issue", item), "malformed_object", str(exc))
+                self._dead_letter(object_ref(self.repo, "issue", item), "malformed_object", str(exc))
         return messages
 
     async def _deleted_comments(self, issue: dict[str, Any]) -> list[IngestMessage]:
@@ -235,9 +246,7 @@ class RepoSync:
         by_issue: dict[int, list[int]] = {}
         for item in items:
             if not isinstance(item, dict):
-                await self._dead_letter(
-                    f"{self.repo.full_name}:comment:?", "malformed_object", "not an object"
-                )
+                self._dead_letter(f"{self.repo.full_name}:comment:?", "malformed_object", "not an object")
                 continue
             if comment_on_pull_request(item) and not self.options.include.pull_requests:
                 continue
@@ -245,7 +254,7 @@ class RepoSync:
                 number = issue_number_of(item)
                 messages.append(comment_message(self.options, self.repo, item, number))
             except MalformedObject as exc:
-                await self._dead_letter(object_ref(self.repo, "comment", item), "malformed_object", str(exc))
+                self._dead_letter(object_ref(self.repo, "comment", item), "malformed_object", str(exc))
                 continue
             by_issue.setdefault(number, []).append(int(item["id"]))
         for number, ids in by_issue.items():
@@ -272,7 +281,7 @@ class RepoSync:
                     retry.append(message)
                     wait = max(wait, outcome.retry_after or 0.0)
                 elif outcome.status == "rejected":
-                    await self._dead_letter(
+                    self._dead_letter(
                         message.raw_ref or "?", outcome.code or "rejected", outcome.reason or ""
                     )
                 elif outcome.code == "forgotten":
@@ -282,10 +291,39 @@ class RepoSync:
                 delay = min(self.config.max_retry_seconds, delay * 2)
             pending = retry
 
-    async def _dead_letter(self, ref: str, code: str, reason: str) -> None:
-        self.stats.dead_lettered += 1
-        log.warning("github object dead-lettered", extra={"raw_ref": ref, "code": code})
-        await self.state.dead_letter(ref, {"code": code, "reason": reason, "repository": self.repo.full_name})
+    def _dead_letter(self, ref: str, code: str, reason: str) -> None:
+        """Queue a dead letter; :meth:`_write_dead_letters` writes it once the page's valid
+        messages are settled."""
+        self._letters.append((ref, code, reason))
+
+    async def _write_dead_letters(self) -> None:
+        """Write the page's dead letters, retrying a failing write with backoff until it succeeds
+        (the cursor is saved only after): a dead letter is never dropped."""
+        pending, self._letters = self._letters, []
+        delay = 0.2
+        while pending:
+            failed: list[Letter] = []
+            trouble = ""
+            for ref, code, reason in pending:
+                entry = {"code": code, "reason": reason, "repository": self.repo.full_name}
+                try:
+                    await self.state.dead_letter(ref, entry)
+                except Exception as exc:  # the store refused the write: keep it, try again
+                    failed.append((ref, code, reason))
+                    trouble = f"dead-letter store: {type(exc).__name__}"
+                    continue
+                self.stats.dead_lettered += 1
+                log.warning("github object dead-lettered", extra={"raw_ref": ref, "code": code})
+            if failed:
+                log.warning(
+                    "dead-letter write failed; retrying", extra={"pending": len(failed), "why": trouble}
+                )
+                self._on_trouble(trouble)
+                await self._sleep(delay)
+                delay = min(self.config.max_retry_seconds, delay * 2)
+                if not self._still_held():
+                    raise LeaseLost(self.repo.full_name)
+            pending = failed
 
 
 def _version(item: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from aiohttp import web
+from astrocyte.errors import ProviderUnavailableError
 from astrocyte.ingest.sink import Sink
 from astrocyte.ingest.state import SourceState
 from astrocyte.stores.memory import MemoryStore
@@ -436,6 +437,23 @@ class FakeGitHub:
         )
 
 
+class FaultyStateStore(MemoryStore):
+    """A memory store whose state writes to chosen keys can be made to fail the way a real store's
+    do when it cannot write (:class:`ProviderUnavailableError`, transient), while every other read
+    and write (cursors, leases, memories) keeps working."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing_keys: set[str] = set()
+        self.failed_writes = 0
+
+    async def set_state(self, namespace: str, key: str, value: str) -> None:
+        if key in self.failing_keys:
+            self.failed_writes += 1
+            raise ProviderUnavailableError(f"state write {namespace}/{key} failed: store unavailable")
+        await super().set_state(namespace, key, value)
+
+
 class GitHubHarness(IngestHarness):
     """The ingest contract kit's harness: issues created on a :class:`FakeGitHub` are the
     transport; the driver's state (cursor, lease, dead letters) lives in a memory store that
@@ -444,6 +462,10 @@ class GitHubHarness(IngestHarness):
     Poison kind: ``malformed_issue`` (an issue object without a usable ``title``); the other kinds
     of the kit (undecodable bytes, bad JSON, no bank) cannot occur per entry in a JSON array of
     REST objects whose bank the driver names itself.
+
+    Optional hooks: ``replay`` forgets the stored cursors (since, overlap versions, ETag) as an
+    operator resetting the source would, so the next driver reads the repository from the start;
+    ``break_dead_letters`` makes the store fail every write of the source's dead-letter list.
     """
 
     poison_kinds: ClassVar[tuple[str, ...]] = ("malformed_issue",)
@@ -453,7 +475,7 @@ class GitHubHarness(IngestHarness):
         self.server = FakeGitHub(token="contract-token")
         self._started = False
         self.repo = ""
-        self.store = MemoryStore()
+        self.store = FaultyStateStore()
         self.state = SourceState(self.store, "unset")
 
     async def setup(self) -> None:
@@ -462,10 +484,11 @@ class GitHubHarness(IngestHarness):
             self._started = True
         self.repo = f"octo/contract-{uuid.uuid4().hex[:8]}"
         self.server.repos[self.repo] = _RepoData()
-        self.store = MemoryStore()
+        self.store = FaultyStateStore()
         self.state = SourceState(self.store, f"github-contract-{uuid.uuid4().hex[:6]}")
 
     async def teardown(self) -> None:
+        self.store.failing_keys.clear()
         if self.server.down:
             await self.server.restore_transport()
 
@@ -512,3 +535,13 @@ class GitHubHarness(IngestHarness):
 
     async def restore_transport(self) -> None:
         await self.server.restore_transport()
+
+    async def replay(self) -> None:
+        for feed in ("issues", "issues/comments"):
+            await self.state.set_json(f"cursor:{self.repo}:{feed}", None)
+
+    async def break_dead_letters(self) -> None:
+        self.store.failing_keys.add("dead_letters")
+
+    async def restore_dead_letters(self) -> None:
+        self.store.failing_keys.discard("dead_letters")
