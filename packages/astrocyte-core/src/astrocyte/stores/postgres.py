@@ -117,6 +117,7 @@ class PostgresStore:
         self._schema = self._config.schema_name
         self._pool: asyncpg.Pool | None = None
         self._dims: int | None = None
+        self._dims_lock = asyncio.Lock()
         self._ext_schema = "public"
 
     @classmethod
@@ -296,33 +297,35 @@ class PostgresStore:
         if not records:
             return []
         dims = _batch_dimensions(records)
+        if dims is not None and self._dims is None:
+            await self._settle_dimensions(dims)
         if dims is not None and self._dims is not None and dims != self._dims:
             raise _dimension_mismatch(dims, self._dims)
         async with self._connection() as conn:
             for attempt in range(_INSERT_ATTEMPTS):
                 try:
-                    fixed = None
                     async with conn.transaction():
-                        if dims is not None and self._dims is None:
-                            fixed = await schema_mod.fix_dimensions(
-                                conn,
-                                self._schema,
-                                dims,
-                                self._config.hnsw_m,
-                                self._config.hnsw_ef_construction,
-                            )
-                            if dims != fixed:
-                                raise _dimension_mismatch(dims, fixed)
-                        outcomes = await _write_records(conn, records)
-                    if fixed is not None:
-                        self._dims = fixed  # only once committed: a rolled-back attempt fixed nothing
-                    return outcomes
+                        return await _write_records(conn, records)
                 except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                     # Concurrent batches touching the same keys in another order; the retry sees
                     # the other writer's rows and resolves them as duplicates.
                     if attempt == _INSERT_ATTEMPTS - 1:
                         raise
         raise AssertionError("unreachable")
+
+    async def _settle_dimensions(self, dims: int) -> None:
+        """Fix the embedding size of a fresh schema in a short transaction of its own, before any
+        row is written. Fixing it inside the first batch's transaction held the schema's lock for
+        the whole batch, so every concurrent first batch (of every replica) queued behind it."""
+        async with self._dims_lock:  # one round trip per process, not one per waiting batch
+            if self._dims is not None:
+                return
+            async with self._connection() as conn:
+                async with conn.transaction():
+                    fixed = await schema_mod.fix_dimensions(
+                        conn, self._schema, dims, self._config.hnsw_m, self._config.hnsw_ef_construction
+                    )
+            self._dims = fixed  # only once committed
 
     async def find_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The memory id holding each ``(bank_id, idempotency_key)`` of ``keys`` that is stored."""
