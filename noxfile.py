@@ -85,8 +85,16 @@ def scripts(session: nox.Session) -> None:
     """The set-up scripts and the READMEs' commands, each run in a copy of this checkout."""
     session.install("pytest>=8", "pytest-timeout>=2.3")
     session.run(
-        "python", "-m", "pytest", str(ROOT / "scripts" / "tests"), f"--rootdir={ROOT / 'scripts'}",
-        "-p", "no:cacheprovider", "--timeout=900", "-ra", *session.posargs,
+        "python",
+        "-m",
+        "pytest",
+        str(ROOT / "scripts" / "tests"),
+        f"--rootdir={ROOT / 'scripts'}",
+        "-p",
+        "no:cacheprovider",
+        "--timeout=900",
+        "-ra",
+        *session.posargs,
     )
 
 

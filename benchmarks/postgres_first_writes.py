@@ -41,7 +41,9 @@ def _batch(bank: str, size: int, dims: int, rng: np.random.Generator) -> list[Me
 
 async def _run(dsn: str, args: argparse.Namespace, seed: int) -> dict[str, float | int]:
     schema = f"astrocyte_first_{uuid.uuid4().hex[:10]}"
-    replicas = [PostgresStore({"dsn": dsn, "schema": schema, "min_pool_size": 0}) for _ in range(args.replicas)]
+    replicas = [
+        PostgresStore({"dsn": dsn, "schema": schema, "min_pool_size": 0}) for _ in range(args.replicas)
+    ]
     await asyncio.gather(*(r.open() for r in replicas))
     rng = np.random.default_rng(seed)
     batches = [_batch("first", args.batch, args.dims, rng) for _ in range(args.batches)]
@@ -62,7 +64,9 @@ async def _run(dsn: str, args: argparse.Namespace, seed: int) -> dict[str, float
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--replicas", type=int, default=8)
     parser.add_argument("--batches", type=int, default=32)
     parser.add_argument("--batch", type=int, default=250)
@@ -71,7 +75,7 @@ async def main() -> int:
     args = parser.parse_args()
     dsn = os.environ.get("ASTROCYTE_TEST_POSTGRES_DSN")
     if not dsn:
-        print("set ASTROCYTE_TEST_POSTGRES_DSN (eval \"$(scripts/services env)\")", file=sys.stderr)
+        print('set ASTROCYTE_TEST_POSTGRES_DSN (eval "$(scripts/services env)")', file=sys.stderr)
         return 2
     runs = [await _run(dsn, args, seed) for seed in range(args.runs)]
     print(

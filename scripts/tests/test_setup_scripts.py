@@ -52,7 +52,9 @@ def env_without_uv(tmp: Path) -> dict[str, str]:
 
 def start(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = log.open("ab")
-    return subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def kill_when(process: subprocess.Popen[bytes], condition: Callable[[], bool], timeout: float) -> None:

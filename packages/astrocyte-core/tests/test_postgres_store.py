@@ -197,9 +197,12 @@ async def test_concurrent_first_batches_to_a_fresh_schema_all_store(dsn: str) ->
             bank = _bank("first")
             rng = np.random.default_rng(6)
             batches = [
-                [_record(bank, rng.normal(size=DIMS), key=f"k-{b}-{i}") for i in range(100)] for b in range(32)
+                [_record(bank, rng.normal(size=DIMS), key=f"k-{b}-{i}") for i in range(100)]
+                for b in range(32)
             ]
-            results = await asyncio.gather(*(replicas[b % 8].insert(batch) for b, batch in enumerate(batches)))
+            results = await asyncio.gather(
+                *(replicas[b % 8].insert(batch) for b, batch in enumerate(batches))
+            )
             outcomes = [outcome for batch in results for outcome in batch]
             assert len(outcomes) == 3200 and not any(o.deduplicated for o in outcomes)
             assert await replicas[0].count([bank], SearchFilters()) == 3200
