@@ -120,6 +120,24 @@ def plugins(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def scripts(session: nox.Session) -> None:
+    """The set-up scripts and the READMEs' commands, each run in a copy of this checkout."""
+    session.install("pytest>=8", "pytest-timeout>=2.3")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        str(ROOT / "scripts" / "tests"),
+        f"--rootdir={ROOT / 'scripts'}",
+        "-p",
+        "no:cacheprovider",
+        "--timeout=900",
+        "-ra",
+        *session.posargs,
+    )
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) over the repository; mypy over every package's public code."""
     session.install(

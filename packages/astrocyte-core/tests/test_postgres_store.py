@@ -150,6 +150,66 @@ async def test_concurrent_writers_with_one_key_store_one_memory(store: PostgresS
     assert (await store.bank_stats(bank)).chunk_count == 1
 
 
+async def test_a_first_batch_does_not_wait_for_another_first_batch_to_commit(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one replica's first batch is still inside its transaction, another replica's first
+    batch to the same fresh schema completes (the embedding size is settled apart from the rows)."""
+    from astrocyte.stores import postgres as postgres_mod
+
+    held, release = asyncio.Event(), asyncio.Event()
+    write = postgres_mod._write_records
+
+    async def paused_write(conn, records):  # type: ignore[no-untyped-def]
+        if records[0].text == "held":
+            held.set()
+            await release.wait()
+        return await write(conn, records)
+
+    monkeypatch.setattr(postgres_mod, "_write_records", paused_write)
+    async with _fresh_schema(dsn) as schema:
+        first, second = (PostgresStore({"dsn": dsn, "schema": schema}) for _ in range(2))
+        await first.open()
+        await second.open()
+        try:
+            bank = _bank("fresh")
+            rng = np.random.default_rng(5)
+            slow = asyncio.create_task(first.insert([_record(bank, rng.normal(size=DIMS), text="held")]))
+            await asyncio.wait_for(held.wait(), 20)
+            # Before the fix this waited on the schema's advisory lock until `slow` committed.
+            done = await asyncio.wait_for(second.insert([_record(bank, rng.normal(size=DIMS))]), 20)
+            release.set()
+            assert len(await slow) == 1 and len(done) == 1
+            assert await second.count([bank], SearchFilters()) == 2
+        finally:
+            release.set()
+            await first.close()
+            await second.close()
+
+
+async def test_concurrent_first_batches_to_a_fresh_schema_all_store(dsn: str) -> None:
+    """Eight replicas' first batches at once, 4 each, to a schema that has no embedding size yet:
+    none fails, every record is stored once. ``benchmarks/postgres_first_writes.py`` times it."""
+    async with _fresh_schema(dsn) as schema:
+        replicas = [PostgresStore({"dsn": dsn, "schema": schema, "min_pool_size": 0}) for _ in range(8)]
+        await asyncio.gather(*(r.open() for r in replicas))
+        try:
+            bank = _bank("first")
+            rng = np.random.default_rng(6)
+            batches = [
+                [_record(bank, rng.normal(size=DIMS), key=f"k-{b}-{i}") for i in range(100)]
+                for b in range(32)
+            ]
+            results = await asyncio.gather(
+                *(replicas[b % 8].insert(batch) for b, batch in enumerate(batches))
+            )
+            outcomes = [outcome for batch in results for outcome in batch]
+            assert len(outcomes) == 3200 and not any(o.deduplicated for o in outcomes)
+            assert await replicas[0].count([bank], SearchFilters()) == 3200
+        finally:
+            await asyncio.gather(*(r.close() for r in replicas))
+
+
 # -- selective filters ---------------------------------------------------------------------------
 
 

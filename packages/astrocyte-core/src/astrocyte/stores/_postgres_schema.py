@@ -4,7 +4,8 @@ Everything lives in one schema (``astrocyte`` by default). Migrations are number
 order inside one transaction holding an advisory lock, so several gateway replicas starting at once
 serialise instead of racing on ``CREATE``. The embedding column starts untyped: its dimension is
 only known at the first insert, which then fixes ``vector(N)``, records ``N`` in ``meta`` and builds
-the HNSW index (instant on an empty table).
+the HNSW index (instant on an empty table), in a short transaction of its own before its rows are
+written, so concurrent first batches wait for that step only, not for each other's writes.
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ async def fix_dimensions(
 ) -> int:
     """Record the embedding size on first use and type the column to match; returns the size in
     force (the earlier one when another writer fixed it first). Runs inside the caller's
-    transaction, which must have ``search_path`` set to the store schema."""
+    transaction, which must have ``search_path`` set to the store schema and should hold nothing
+    else: the advisory lock and the ``ALTER TABLE`` lock last until it commits."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema, "dimensions"))
     current = await conn.fetchval("SELECT value FROM meta WHERE key = $1", DIMENSIONS_KEY)
     if current is not None:

@@ -122,6 +122,7 @@ class PostgresStore:
         self._schema = self._config.schema_name
         self._pool: asyncpg.Pool | None = None
         self._dims: int | None = None
+        self._dims_lock = asyncio.Lock()
         self._ext_schema = "public"
         self._keyed_ready = False  # memory_keys exists (created on the first keyed call)
 
@@ -301,28 +302,12 @@ class PostgresStore:
         """Write records atomically (one transaction), one memory per ``(bank_id, idempotency_key)``."""
         if not records:
             return []
-        dims = _batch_dimensions(records)
-        if dims is not None and self._dims is not None and dims != self._dims:
-            raise _dimension_mismatch(dims, self._dims)
+        await self._check_dimensions(records)
         async with self._connection() as conn:
             for attempt in range(_INSERT_ATTEMPTS):
                 try:
-                    fixed = None
                     async with conn.transaction():
-                        if dims is not None and self._dims is None:
-                            fixed = await schema_mod.fix_dimensions(
-                                conn,
-                                self._schema,
-                                dims,
-                                self._config.hnsw_m,
-                                self._config.hnsw_ef_construction,
-                            )
-                            if dims != fixed:
-                                raise _dimension_mismatch(dims, fixed)
-                        outcomes = await _write_records(conn, records)
-                    if fixed is not None:
-                        self._dims = fixed  # only once committed: a rolled-back attempt fixed nothing
-                    return outcomes
+                        return await _write_records(conn, records)
                 except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                     # Concurrent batches touching the same keys in another order; the retry sees
                     # the other writer's rows and resolves them as duplicates.
@@ -334,28 +319,13 @@ class PostgresStore:
         """One memory per ``(bank_id, memory_key)``, replaced in one transaction (see the protocol)."""
         if not records:
             return []
-        dims = _batch_dimensions(records)
-        if dims is not None and self._dims is not None and dims != self._dims:
-            raise _dimension_mismatch(dims, self._dims)
+        await self._check_dimensions(records)
         async with self._connection() as conn:
             await self._ensure_keyed(conn)
             for attempt in range(_INSERT_ATTEMPTS):
                 try:
                     async with conn.transaction():
-                        if dims is not None and self._dims is None:
-                            fixed = await schema_mod.fix_dimensions(
-                                conn,
-                                self._schema,
-                                dims,
-                                self._config.hnsw_m,
-                                self._config.hnsw_ef_construction,
-                            )
-                            if dims != fixed:
-                                raise _dimension_mismatch(dims, fixed)
-                        outcomes = await keyed.upsert_keyed(conn, self._schema, records, _write_records)
-                    if dims is not None:
-                        self._dims = dims
-                    return outcomes
+                        return await keyed.upsert_keyed(conn, self._schema, records, _write_records)
                 except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                     if attempt == _INSERT_ATTEMPTS - 1:
                         raise
@@ -373,6 +343,28 @@ class PostgresStore:
         if not self._keyed_ready:
             await keyed.ensure_table(conn, self._schema)
             self._keyed_ready = True
+
+    async def _check_dimensions(self, records: Sequence[MemoryRecord]) -> None:
+        """Settle a fresh schema's embedding size from the batch, or refuse a batch of another size."""
+        dims = _batch_dimensions(records)
+        if dims is not None and self._dims is None:
+            await self._settle_dimensions(dims)
+        if dims is not None and self._dims is not None and dims != self._dims:
+            raise _dimension_mismatch(dims, self._dims)
+
+    async def _settle_dimensions(self, dims: int) -> None:
+        """Fix the embedding size of a fresh schema in a short transaction of its own, before any
+        row is written. Fixing it inside the first batch's transaction held the schema's lock for
+        the whole batch, so every concurrent first batch (of every replica) queued behind it."""
+        async with self._dims_lock:  # one round trip per process, not one per waiting batch
+            if self._dims is not None:
+                return
+            async with self._connection() as conn:
+                async with conn.transaction():
+                    fixed = await schema_mod.fix_dimensions(
+                        conn, self._schema, dims, self._config.hnsw_m, self._config.hnsw_ef_construction
+                    )
+            self._dims = fixed  # only once committed
 
     async def find_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The memory id holding each ``(bank_id, idempotency_key)`` of ``keys`` that is stored."""

@@ -1,0 +1,171 @@
+"""The set-up scripts repair a set-up interrupted at any step on their next run, on their own.
+
+Each test works in a copy of this checkout in a temporary folder (the repository's own `.venv` and
+`.cache/tools` are never touched), kills the script's whole process group with SIGKILL at a step
+of its first run, then runs it again and checks that it ends up working. `scripts/run-gateway` is
+run without uv on PATH (the plain-pip path a new user has, downloads from PyPI through pip's
+cache), `scripts/test` with `scripts/services` replaced by a stub so only its tool venv is built.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+READY = ".astrocyte-setup-complete"
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The tracked (and new, not ignored) files of this checkout, copied to ``dest``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for raw in filter(None, listed):
+        source = REPO / os.fsdecode(raw)
+        if source.is_file():
+            target = dest / os.fsdecode(raw)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return dest
+
+
+def env_without_uv(tmp: Path) -> dict[str, str]:
+    """The environment with every PATH entry holding a `uv` left out, so the scripts use pip."""
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and not (Path(p) / "uv").exists()]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_", "NOX"))}
+    env.update(PATH=os.pathsep.join(path), HOME=os.environ.get("HOME", str(tmp)), PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def start(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("ab")
+    return subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def kill_when(process: subprocess.Popen[bytes], condition: Callable[[], bool], timeout: float) -> None:
+    """SIGKILL the process group as soon as ``condition`` holds; fail when it never does."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, "the set-up ended before the step it should be killed at"
+        assert time.monotonic() < deadline, "the set-up never reached the step to kill it at"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def site_packages(venv: Path) -> list[Path]:
+    return list(venv.glob("lib/python3*/site-packages"))
+
+
+def installing(venv: Path, *names: str) -> Callable[[], bool]:
+    """True once one of ``names`` has files in the venv and the set-up is not yet complete."""
+
+    def check() -> bool:
+        return not (venv / READY).exists() and any(
+            (sp / name).exists() for sp in site_packages(venv) for name in names
+        )
+
+    return check
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_live(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the gateway exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/live", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"no /live answer on port {port} within {timeout} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+
+
+@pytest.mark.timeout(900)
+def test_run_gateway_repairs_a_set_up_killed_at_each_step(tmp_path: Path) -> None:
+    repo = copy_checkout(tmp_path / "repo")
+    env = env_without_uv(tmp_path)
+    env["ASTROCYTE_DATA_DIR"] = str(tmp_path / "data")
+    log = tmp_path / "run-gateway.log"
+    venv = repo / ".venv"
+    port = free_port()
+    command = [str(repo / "scripts" / "run-gateway"), "--port", str(port)]
+
+    # 1. killed while the venv itself is being created
+    kill_when(start(command, repo, env, log), lambda: (venv / "bin" / "python").exists(), 120)
+    # 2. killed in the middle of installing the dependencies
+    kill_when(start(command, repo, env, log), installing(venv, "pydantic", "fastapi", "numpy"), 600)
+    # 3. killed while the first install is being deleted again
+    assert not (venv / READY).exists()
+    kill_when(start(command, repo, env, log), lambda: "rebuilding" in log.read_text(), 120)
+    # 4. the next run repairs it, says what it does, and serves
+    gateway = start(command, repo, env, log)
+    try:
+        wait_for_live(port, gateway, 600)
+    finally:
+        stop(gateway)
+    text = log.read_text()
+    # (the third kill may land after the old venv is gone: then the fourth run starts afresh)
+    assert text.count("is incomplete or out of date") >= 2, text
+    assert "first run: creating" in text and "ready after" in text, text
+    assert (venv / READY).exists()
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "--version"], check=True, timeout=60)
+
+    # A ready venv is reused as it is: no second set-up.
+    before = log.stat().st_size
+    gateway = start(command, repo, env, log)
+    try:
+        wait_for_live(port, gateway, 120)
+    finally:
+        stop(gateway)
+    assert "first run" not in log.read_text()[before:]
+
+
+@pytest.mark.timeout(600)
+def test_scripts_test_repairs_its_tool_venv_killed_mid_install(tmp_path: Path) -> None:
+    repo = copy_checkout(tmp_path / "repo")
+    stub = repo / "scripts" / "services"
+    stub.write_text("#!/bin/sh\n# stub: this test builds only the tool venv\nexit 0\n")
+    env = env_without_uv(tmp_path)
+    log = tmp_path / "test.log"
+    tools = repo / ".cache" / "tools"
+    command = [str(repo / "scripts" / "test"), "--list"]
+
+    kill_when(start(command, repo, env, log), installing(tools, "nox", "uv", "virtualenv", "colorlog"), 300)
+    assert not (tools / READY).exists()
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is incomplete or out of date" in result.stderr
+    assert "lint" in result.stdout  # nox listed the sessions
+    assert (tools / "bin" / "nox").exists() and (tools / "bin" / "uv").exists()
