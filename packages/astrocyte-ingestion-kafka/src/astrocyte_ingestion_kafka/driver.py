@@ -29,7 +29,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     UnsupportedSaslMechanismError,
 )
 from astrocyte.errors import ConfigError
-from astrocyte.ingest.driver import DriverHealth, DriverState, validate_model
+from astrocyte.ingest.driver import DriverHealth, DriverState, DriverStopping, until_stopped, validate_model
 from astrocyte.ingest.sink import Sink
 
 from astrocyte_ingestion_kafka.commits import Committer
@@ -51,8 +51,7 @@ FATAL = (
 )
 
 
-class _Stopped(Exception):
-    """The driver is stopping: leave the fetch loop."""
+_Stopped = DriverStopping  # the driver is stopping: leave the fetch loop
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -335,23 +334,7 @@ class KafkaStreamDriver:
 
     async def _until_stopped(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` unless the driver stops first (then cancel it and raise _Stopped)."""
-        if self._stopping.is_set():
-            if asyncio.iscoroutine(awaitable):
-                awaitable.close()
-            raise _Stopped
-        work = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not work.done():
-                work.cancel()
-                with contextlib.suppress(BaseException):
-                    await work
-        if work.cancelled():
-            raise _Stopped
-        return work.result()
+        return await until_stopped(awaitable, self._stopping)
 
 
 def _name(tp: TopicPartition) -> str:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar, Literal, TypeVar
 
-from astrocyte.ingest.driver import DriverHealth, DriverState, validate_model
+from astrocyte.ingest.driver import DriverHealth, DriverState, DriverStopping, until_stopped, validate_model
 from astrocyte.ingest.sink import Outcome, Sink
 from redis.exceptions import (
     AuthenticationError,
@@ -39,8 +39,7 @@ T = TypeVar("T")
 FORGET_TIMEOUT_SECONDS = 1.0
 
 
-class _Stopped(Exception):
-    """The driver is stopping: leave the reader loop."""
+_Stopped = DriverStopping  # the driver is stopping: leave the reader loop
 
 
 class _CallWatch:
@@ -421,23 +420,7 @@ class RedisStreamDriver:
 
     async def _until_stopped(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` unless the driver stops first (then cancel it and raise _Stopped)."""
-        if self._stopping.is_set():
-            if asyncio.iscoroutine(awaitable):
-                awaitable.close()
-            raise _Stopped
-        work = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not work.done():
-                work.cancel()
-                with contextlib.suppress(BaseException):
-                    await work
-        if work.cancelled():
-            raise _Stopped
-        return work.result()
+        return await until_stopped(awaitable, self._stopping)
 
     def _is_fatal(self, exc: BaseException) -> bool:
         if isinstance(exc, AuthenticationError | AuthorizationError | NoPermissionError):

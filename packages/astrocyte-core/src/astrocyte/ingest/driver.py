@@ -9,7 +9,9 @@ acknowledges an entry only after the sink answered ``stored``, ``duplicate`` or 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -77,6 +79,7 @@ class DriverConfig(BaseModel):
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
 
 
 def validate_model(model: type[ModelT], mapping: Mapping[str, Any]) -> ModelT:
@@ -106,3 +109,30 @@ def load_driver_class(source_type: SourceType, name: str) -> type[Any]:
     if not callable(getattr(cls, "validate_config", None)):
         raise ConfigError(f"driver {name!r} has no validate_config classmethod", code="provider_not_found")
     return cls
+
+
+class DriverStopping(Exception):
+    """Raised by :func:`until_stopped` when the driver stops before the awaited work is done."""
+
+
+async def until_stopped(awaitable: Awaitable[T], stopping: asyncio.Event) -> T:
+    """Await ``awaitable`` unless ``stopping`` is set first: then cancel it (waiting for the
+    cancellation to finish) and raise :class:`DriverStopping`. For a driver's loops, so ``stop()``
+    never waits on a blocking read, a sleep or a slot."""
+    if stopping.is_set():
+        if asyncio.iscoroutine(awaitable):
+            awaitable.close()
+        raise DriverStopping
+    work = asyncio.ensure_future(awaitable)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+    if work.cancelled():
+        raise DriverStopping
+    return work.result()
