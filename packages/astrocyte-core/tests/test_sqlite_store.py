@@ -152,6 +152,31 @@ async def test_keyword_rows_match_the_chunks_exactly(open_store: OpenStore, lega
     assert len(await store.keyword_search(["b"], "walrus", 50, NO_FILTERS)) == 20
 
 
+async def test_a_file_without_text_hashes_is_upgraded_and_finds_exact_text(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    # Files made before chunks.text_hash (and rows an older version sharing the file writes) get
+    # it at the next open; the exact text is then the first keyword hit although BM25 prefers
+    # the chunks repeating its words.
+    store = await open_store()
+    await store.insert([make_record("b", f"red lamp red lamp by the red door {i}") for i in range(40)])
+    await store.insert([make_record("b", "The red lamp.")])
+    await store.close()
+    path = tmp_path / "sub" / "dir" / "astrocyte.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX chunks_by_text_hash")
+        conn.execute("ALTER TABLE chunks DROP COLUMN text_hash")
+    reopened = await open_store()
+    assert (await reopened.keyword_search(["b"], "the RED lamp", 5, NO_FILTERS))[0].text == "The red lamp."
+    await reopened.close()
+    with sqlite3.connect(path) as conn:  # an older version's row: no hash
+        conn.execute("UPDATE chunks SET text_hash = NULL WHERE text = 'The red lamp.'")
+    third = await open_store()
+    assert (await third.keyword_search(["b"], "the red lamp", 5, NO_FILTERS))[0].text == "The red lamp."
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM chunks WHERE text_hash IS NULL").fetchone() == (0,)
+
+
 async def test_forget_and_delete_bank_remove_vectors_from_the_index(open_store: OpenStore) -> None:
     store = await open_store(exact_search_max=0, index_exact_max=0)
     records = [make_record("b", f"doomed {i}", tags=["even" if i % 2 else "odd"]) for i in range(40)]
@@ -307,6 +332,49 @@ async def test_broad_keyword_queries_still_rank_chunks_with_every_word_first(ope
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     tagged = await store.keyword_search(["b"], "heron", 200, SearchFilters(start=at(50)))
     assert len(tagged) == 51 and all(h.retained_at >= at(50) for h in tagged)
+
+
+async def test_keyword_search_ranks_the_words_that_can_matter(open_store: OpenStore) -> None:
+    # A chat-length query: words no chunk holds are not ranked (they only cost time), the rarest
+    # are; a word written after it was found absent is found.
+    store = await open_store()
+    await store.insert([make_record("b", f"weekly standup notes number {i}") for i in range(30)])
+    await store.insert([make_record("b", "standup moved to the heron room")])
+    query = "hi there, quick question about the heron standup notes, thanks a lot"
+    hits = await store.keyword_search(["b"], query, 5, NO_FILTERS)
+    assert hits[0].text == "standup moved to the heron room"
+    assert len(hits) == 5  # a small store still ranks the words most chunks hold
+    assert await store.keyword_search(["b"], "zorblax", 5, NO_FILTERS) == []
+    await store.insert([make_record("b", "zorblax is the new cat")])
+    assert [h.text for h in await store.keyword_search(["b"], "thanks zorblax", 5, NO_FILTERS)] == [
+        "zorblax is the new cat"
+    ]
+
+
+def test_term_choice_drops_absent_and_common_words_and_keeps_the_rarest(tmp_path: Path) -> None:
+    from astrocyte.stores._sqlite_schema import SCHEMA, connect
+    from astrocyte.stores._sqlite_search import _MAX_RANKED_WORDS, READER_SETUP, TermStats
+
+    conn = connect(tmp_path / "terms.db", 1000, 1024)
+    conn.executescript(SCHEMA)
+    conn.execute(READER_SETUP)
+    rare = [f"rare{i}" for i in range(_MAX_RANKED_WORDS + 2)]
+    texts = ["everywhere " + " ".join(rare[: i + 1]) for i in range(len(rare))] + ["everywhere"] * 20
+    for number, text in enumerate(texts, start=1):
+        conn.execute(
+            "INSERT INTO chunks (id, memory, bank_id, chunk_index, text, bank_key, embedding) "
+            "VALUES (?, 0, 'b', 0, ?, 'kb', x'')",
+            (number, text),
+        )
+    conn.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('rebuild')")
+    stats = TermStats(pervasive_from=0, common_share=2)
+    quoted = [f'"{w}"' for w in ["absent", "everywhere", *rare, "café"]]
+    chosen = stats.choose(conn, quoted, len(texts), generation=1)
+    # "café" cannot be counted (unicode61 folds it): kept, as if rare; then the rarest counted ones.
+    assert chosen == ['"café"', *[f'"{w}"' for w in reversed(rare)]][:_MAX_RANKED_WORDS]
+    assert stats.choose(conn, ['"everywhere"', '"absent"'], len(texts), generation=1) == ['"everywhere"']
+    assert stats.choose(conn, ['"absent"'], len(texts), generation=1) == []
+    conn.close()
 
 
 # -- filters on the ANN path ---------------------------------------------------------------------------

@@ -9,6 +9,10 @@ The writer adds a batch's FTS rows with one INSERT ... SELECT after its chunks (
 cost a third of the write). Files made before that carry a ``chunks_fts_insert`` trigger doing the
 same; it is left in place (processes of the older version may share the file) and the writer then
 skips its own FTS insert. Deletions go through the ``chunks_fts_delete`` trigger.
+
+``chunks.text_hash`` (indexed) came later: :func:`upgrade` adds it to older files and fills it in
+for rows that lack it (also rows an older version sharing the file wrote since the last open;
+until then an exact-text lookup does not see those rows, the rest of search does).
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-__all__ = ["SCHEMA", "connect"]
+from astrocyte.stores._sqlite_sql import text_hash
+
+# Rows hashed per transaction when a file is upgraded (a million rows take seconds, once).
+_BACKFILL_BATCH = 20_000
+
+__all__ = ["SCHEMA", "connect", "upgrade"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -51,6 +60,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     chunk_index INTEGER NOT NULL,
     text TEXT NOT NULL,
     bank_key TEXT NOT NULL,                 -- one FTS token naming the bank (see _bank_key)
+    -- text_hash: _sqlite_sql.text_hash(text), for exact-text lookups (see upgrade)
+    text_hash INTEGER,
     embedding BLOB NOT NULL                 -- float32, native byte order
 );
 CREATE INDEX IF NOT EXISTS chunks_by_memory ON chunks (memory);
@@ -82,3 +93,29 @@ def connect(path: Path, busy_timeout_ms: int, cache_kib: int, mmap_mib: int = 0)
         # Pages read through the mapping skip a copy out of the OS cache into the page cache.
         conn.execute(f"PRAGMA mmap_size = {int(mmap_mib) << 20}")
     return conn
+
+
+def upgrade(conn: sqlite3.Connection) -> int:
+    """Bring a file made by an older version up to :data:`SCHEMA` (after it ran): add and index
+    ``chunks.text_hash`` and fill it in where it is missing. Returns how many rows it hashed."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
+    if "text_hash" not in columns:
+        conn.execute("ALTER TABLE chunks ADD COLUMN text_hash INTEGER")
+    conn.execute("CREATE INDEX IF NOT EXISTS chunks_by_text_hash ON chunks (text_hash)")
+    hashed = 0
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(
+                "SELECT id, text FROM chunks WHERE text_hash IS NULL LIMIT ?", (_BACKFILL_BATCH,)
+            ).fetchall()
+            conn.executemany(
+                "UPDATE chunks SET text_hash = ? WHERE id = ?", [(text_hash(text), i) for i, text in rows]
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        hashed += len(rows)
+        if len(rows) < _BACKFILL_BATCH:
+            return hashed

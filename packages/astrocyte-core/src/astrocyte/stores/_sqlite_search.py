@@ -9,6 +9,7 @@ statement for the hits of both, and none for rows it has parsed before (``HitRow
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "HitRows",
     "Phrase",
     "SearchLimits",
+    "TermStats",
     "both_arms",
     "hydrate",
     "keyword_ranked",
@@ -45,15 +47,22 @@ _HIT_COLUMNS = (
 
 # Chunks read per recall to find those whose text is the query (copies of one text are rarely more).
 _EXACT_LIMIT = 32
+# Query words BM25 ranks at most (the rarest; see TermStats).
+_MAX_RANKED_WORDS = 8
+# Words the FTS vocabulary can be asked about directly: unicode61 indexes these unchanged (other
+# words it may fold or split, so they are ranked without a count).
+_PLAIN_WORD = re.compile(r'"[a-z0-9]+"')
+# The per-connection vocabulary table TermStats reads (see READER_SETUP).
+READER_SETUP = "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, chunks_fts, row)"
 
 
 @dataclass(frozen=True, slots=True)
 class Phrase:
-    """The query as an exact-text lookup: the FTS5 phrase of all its words, and the
-    :func:`~astrocyte.fusion.text_key` a chunk's text must have to be the query."""
+    """The query as an exact-text lookup: the :func:`~astrocyte.fusion.text_key` a chunk's text
+    must have to be the query, and its :func:`~astrocyte.stores._sqlite_sql.text_hash`."""
 
-    fts: str
     key: str
+    hash: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +160,8 @@ def keyword_ranked(
 
     BM25 costs a few microseconds per matching chunk, so a broad query over a large bank would
     cost tens of milliseconds. Past ``window`` matches the candidates are the ``window`` most recent
-    matching chunks plus, over all time, the best chunks holding every word.
+    matching chunks plus the ``window`` most recent holding every word (however old: those are
+    few). Which words to pass is :class:`TermStats`'s choice.
 
     Banks are restricted inside the MATCH expression (each chunk's ``bank_key`` column holds one
     token naming its bank), so FTS5 intersects posting lists instead of SQLite joining every match.
@@ -175,9 +185,7 @@ def keyword_ranked(
     ranked = _bm25_ranked(conn, scope, params, in_words, every_word, k, window, foreign)
     if phrase is None:
         return ranked
-    exact = _exact_text(
-        conn, scope, params, f"{{text}} : {phrase.fts}" + ("" if params else f" AND {in_banks}"), phrase.key
-    )
+    exact = _exact_text(conn, banks, filters, phrase)
     if not exact:
         return ranked
     top = ranked[0][1] if ranked else 1.0
@@ -185,20 +193,19 @@ def keyword_ranked(
     return [(chunk_id, top) for chunk_id in sorted(exact)] + [pair for pair in ranked if pair[0] not in held]
 
 
-def _exact_text(conn: sqlite3.Connection, scope: str, params: list[Any], match: str, key: str) -> list[int]:
-    """Chunk ids whose text has ``key``, among those holding the phrase ``match``: any
-    :data:`_EXACT_LIMIT` of them first (one page of the posting lists), then, when that many came
-    back without the text itself (a phrase many longer chunks contain), the shortest holding it
-    (a chunk that is the phrase is among them; BM25 would prefer chunks repeating it)."""
-    query = f"SELECT chunks_fts.rowid, chunks_fts.text {scope}"
-    rows = conn.execute(f"{query} LIMIT ?", [match, *params, _EXACT_LIMIT]).fetchall()
-    exact = [chunk_id for chunk_id, text in rows if text_key(text) == key]
-    if exact or len(rows) < _EXACT_LIMIT:
-        return exact
+def _exact_text(
+    conn: sqlite3.Connection, banks: list[str], filters: SearchFilters, phrase: Phrase
+) -> list[int]:
+    """Ids of the chunks in ``banks`` matching ``filters`` whose text is the query word for word:
+    one probe of the ``text_hash`` index, hashes confirmed by the keys (at most
+    :data:`_EXACT_LIMIT` of them: copies of one text are rarely more)."""
+    where, params = filter_sql(banks, filters)
     rows = conn.execute(
-        f"{query} ORDER BY length(chunks_fts.text) LIMIT ?", [match, *params, _EXACT_LIMIT]
+        "SELECT c.id, c.text FROM chunks c CROSS JOIN memories m ON m.id = c.memory "
+        f"WHERE c.text_hash = ? AND {where} LIMIT ?",
+        [phrase.hash, *params, _EXACT_LIMIT],
     ).fetchall()
-    return [chunk_id for chunk_id, text in rows if text_key(text) == key]
+    return [chunk_id for chunk_id, text in rows if text_key(text) == phrase.key]
 
 
 def _bm25_ranked(
@@ -214,28 +221,37 @@ def _bm25_ranked(
     """:func:`keyword_ranked`'s BM25 ranking (``scope`` is the FROM/WHERE with one MATCH slot)."""
     # Room for the foreign chunks hydration will drop (none when the banks are in the SQL).
     fetch = k + min(foreign, k) if foreign is not None and not params else k
-    # The bank_key column gets weight 0: only the words score.
-    base = f"SELECT chunks_fts.rowid, bm25(chunks_fts, 1.0, 0.0) {scope}"
     limit = max(window, k)  # the window must hold k chunks to return k
+    ranked, complete = _ranked_window(conn, scope, params, in_words, limit, fetch)
+    if complete:
+        return ranked
+    if every_word:
+        # Chunks holding every word are few, but at a million memories two words that go together
+        # are not: they too are ranked within a window (their newest ``limit``).
+        ranked += _ranked_window(conn, scope, params, every_word, limit, fetch)[0]
+    best: dict[int, float] = {}
+    for chunk_id, score in ranked:
+        best[chunk_id] = max(score, best.get(chunk_id, score))
+    return sorted(best.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _ranked_window(
+    conn: sqlite3.Connection, scope: str, params: list[Any], match: str, limit: int, fetch: int
+) -> tuple[Scored, bool]:
+    """The best ``fetch`` of the newest ``limit`` chunks matching ``match`` by BM25 (higher is
+    better), and whether those were every match."""
+    # The bank_key column gets weight 0: only the words score. FTS5's bm25() is lower-is-better.
+    base = f"SELECT chunks_fts.rowid, -bm25(chunks_fts, 1.0, 0.0) {scope}"
     newest = conn.execute(
         f"SELECT chunks_fts.rowid {scope} ORDER BY chunks_fts.rowid DESC LIMIT 1 OFFSET ?",
-        [in_words, *params, limit - 1],
+        [match, *params, limit - 1],
     ).fetchone()
     if newest is None:
-        return [
-            (i, -rank)
-            for i, rank in conn.execute(f"{base} ORDER BY 2, 1 LIMIT ?", [in_words, *params, fetch])
-        ]
-    ranked = conn.execute(
-        f"{base} AND chunks_fts.rowid >= ? ORDER BY 2, 1 LIMIT ?", [in_words, *params, newest[0], fetch]
+        return conn.execute(f"{base} ORDER BY 2 DESC, 1 LIMIT ?", [match, *params, fetch]).fetchall(), True
+    rows = conn.execute(
+        f"{base} AND chunks_fts.rowid >= ? ORDER BY 2 DESC, 1 LIMIT ?", [match, *params, newest[0], fetch]
     ).fetchall()
-    if every_word:
-        ranked += conn.execute(f"{base} ORDER BY 2, 1 LIMIT ?", [every_word, *params, fetch]).fetchall()
-    best: dict[int, float] = {}
-    for chunk_id, rank in ranked:
-        best[chunk_id] = min(rank, best.get(chunk_id, rank))
-    # FTS5's bm25() is lower-is-better (negative); the store contract wants higher-is-better.
-    return [(chunk_id, -rank) for chunk_id, rank in sorted(best.items(), key=lambda item: (item[1], item[0]))]
+    return rows, False
 
 
 def keyword_search(
@@ -284,6 +300,63 @@ def both_arms(
         # Some were dropped (foreign, or deleted meanwhile): ask again bank-scoped.
         arm = keyword_search(conn, cache, banks, words, k, filters, limits.window, None, phrase)
     return vector_hits, arm
+
+
+class TermStats:
+    """How many chunks hold each query word (FTS5's document frequency, read through the
+    ``fts5vocab`` table each reader connection has, see :data:`READER_SETUP`), so that BM25 ranks
+    only the words that can change a ranking.
+
+    BM25 costs per word and per chunk it ranks, and FTS5 walks every posting of every word of the
+    query: a chat-length message cost ~9 ms at 10k memories, a word that 30% of a 100k store holds
+    ~6 ms alone, ten times that at 1M. :meth:`choose` drops words no chunk holds (they match
+    nothing: lossless). In a store of at least ``pervasive_from`` chunks it also drops, while the
+    query has a rarer word, words more than one chunk in ``common_share`` holds, as search engines'
+    "common terms" cut-off does: their IDF is a fraction of a rare word's, they barely reorder the
+    chunks the rare words find, and OR-ed in they fill the rank window with chunks sharing nothing
+    else (a small store ranks every match at little cost, and there such a word may be a name that
+    a few memories share). Then it keeps the :data:`_MAX_RANKED_WORDS` rarest.
+
+    Counting a word's chunks walks its posting list (~0.1 µs a chunk), so counts are cached: a
+    present word's while the store is within a quarter of the size it was counted at (the choice
+    needs the order of magnitude, not the count), an absent word's only within the write
+    generation it was counted in (the next write may bring it)."""
+
+    def __init__(self, pervasive_from: int = 10_000, common_share: int = 20, capacity: int = 100_000) -> None:
+        self._pervasive_from = pervasive_from
+        self._common_share = common_share
+        self._capacity = capacity
+        # word -> (chunks holding it, store size when counted, generation when counted)
+        self._counts: dict[str, tuple[int, int, int]] = {}
+
+    def choose(self, conn: sqlite3.Connection, words: list[str], total: int, generation: int) -> list[str]:
+        """The words of ``words`` (quoted FTS terms, as :func:`fts_words` makes) worth ranking,
+        rarest first; words the vocabulary cannot be asked about are kept, as if rare."""
+        counted: list[tuple[int, int, str]] = []
+        for position, word in enumerate(words):
+            count = self._count(conn, word, total, generation) if _PLAIN_WORD.fullmatch(word) else -1
+            if count:
+                counted.append((count, position, word))
+        if not counted:
+            return []
+        informative = counted
+        if total >= self._pervasive_from:
+            share = self._common_share
+            informative = [entry for entry in counted if entry[0] * share <= total] or counted
+        return [word for _, _, word in sorted(informative)[:_MAX_RANKED_WORDS]]
+
+    def _count(self, conn: sqlite3.Connection, word: str, total: int, generation: int) -> int:
+        cached = self._counts.get(word)
+        if cached is not None:
+            count, size, counted_in = cached
+            if (count and 4 * abs(total - size) <= size) or counted_in == generation:
+                return count
+        row = conn.execute("SELECT doc FROM temp.chunks_vocab WHERE term = ?", (word[1:-1],)).fetchone()
+        count = int(row[0]) if row else 0
+        if len(self._counts) >= self._capacity:
+            self._counts.clear()
+        self._counts[word] = (count, total, generation)
+        return count
 
 
 class HitRows:

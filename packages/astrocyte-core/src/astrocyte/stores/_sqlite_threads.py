@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from astrocyte.errors import ProviderUnavailableError
 from astrocyte.stores._sqlite_schema import connect
+from astrocyte.stores._sqlite_search import READER_SETUP
 
 __all__ = ["SQLiteThreads"]
 
@@ -65,6 +66,7 @@ class SQLiteThreads:
         """Open one connection per reader thread (after the schema exists)."""
         for _ in range(self._reader_count):
             conn = connect(self._path, self._busy_timeout_ms, _READER_CACHE_KIB, _READER_MMAP_MIB)
+            conn.execute(READER_SETUP)
             self._reader_conns.append(conn)
             self._readers.put(conn)
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from astrocyte.errors import NotFoundError, ValidationError
-from astrocyte.stores._sqlite_sql import bank_key, micros
+from astrocyte.stores._sqlite_sql import bank_key, micros, text_hash
 from astrocyte.types import BankStats, InsertOutcome, MemoryRecord
 
 # json.dumps(..., default=str) builds a new encoder per call; one shared encoder gives the same text.
@@ -227,7 +227,16 @@ def _insert_rows(
         for chunk, vector in zip(record.chunks, matrix, strict=True):
             chunk_id += 1
             chunks.append(
-                (chunk_id, memory_id, record.bank_id, chunk.index, chunk.text, token, vector.tobytes())
+                (
+                    chunk_id,
+                    memory_id,
+                    record.bank_id,
+                    chunk.index,
+                    chunk.text,
+                    token,
+                    vector.tobytes(),
+                    text_hash(chunk.text),
+                )
             )
             keys.append(chunk_id)
         rows.append(matrix)
@@ -239,8 +248,8 @@ def _insert_rows(
     if tags:
         conn.executemany("INSERT INTO memory_tags (memory, bank_id, tag) VALUES (?, ?, ?)", tags)
     conn.executemany(
-        "INSERT INTO chunks (id, memory, bank_id, chunk_index, text, bank_key, embedding) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO chunks (id, memory, bank_id, chunk_index, text, bank_key, embedding, text_hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         chunks,
     )
     if chunks and not _fts_trigger(conn):

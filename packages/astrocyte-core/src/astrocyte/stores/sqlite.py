@@ -36,8 +36,8 @@ from astrocyte.fusion import text_key
 from astrocyte.stores import _sqlite_search as search
 from astrocyte.stores import _sqlite_state as keyed
 from astrocyte.stores import _sqlite_writes as writes
-from astrocyte.stores._sqlite_schema import SCHEMA
-from astrocyte.stores._sqlite_sql import filter_sql, fts_phrase, fts_query, fts_words, selector_sql
+from astrocyte.stores._sqlite_schema import SCHEMA, upgrade
+from astrocyte.stores._sqlite_sql import filter_sql, fts_query, fts_words, selector_sql, text_hash
 from astrocyte.stores._sqlite_threads import SQLiteThreads
 from astrocyte.stores._vector_index import IndexSettings, VectorIndex
 from astrocyte.types import (
@@ -105,8 +105,8 @@ class SQLiteStoreConfig(BaseModel):
 
 def _phrase(query: str) -> search.Phrase | None:
     """The query as an exact-text lookup (see :func:`~astrocyte.stores._sqlite_search.keyword_ranked`)."""
-    fts = fts_phrase(query)
-    return None if fts is None else search.Phrase(fts, text_key(query))
+    key = text_key(query)
+    return search.Phrase(key, text_hash(query)) if key else None
 
 
 class SQLiteStore:
@@ -137,6 +137,7 @@ class SQLiteStore:
             exact_max=self._settings.exact_search_max, window=self._settings.keyword_rank_window
         )
         self._hit_rows = search.HitRows(self._settings.hit_cache_rows)
+        self._terms = search.TermStats()
         self._threads = SQLiteThreads(
             self._path, self._settings.busy_timeout_ms, self._settings.read_connections
         )
@@ -176,6 +177,7 @@ class SQLiteStore:
         writer = self._threads.connect_writer()
         writer.executescript(SCHEMA)
         writer.executescript(keyed.SCHEMA)
+        upgrade(writer)
         meta = dict(writer.execute("SELECT key, value FROM store_meta").fetchall())
         self._dimension = int(meta["dimension"]) if meta.get("dimension") is not None else None
         self._generation = int(meta["generation"])
@@ -442,11 +444,22 @@ class SQLiteStore:
         words = fts_words(query)
         if k <= 0 or not banks or not words:
             return []
-        window = self._limits.window
-        foreign = self._foreign(banks)
-        return await self._read(
-            search.keyword_search, self._hit_rows, banks, words, k, filters, window, foreign, _phrase(query)
-        )
+        return await self._read(self._keyword_sync, banks, words, _phrase(query), k, filters)
+
+    def _keyword_sync(
+        self,
+        conn: sqlite3.Connection,
+        banks: list[str],
+        words: list[str],
+        phrase: search.Phrase | None,
+        k: int,
+        filters: SearchFilters,
+    ) -> list[StoredHit]:
+        words = self._terms.choose(conn, words, self._index.total(), writes.generation(conn))
+        if not words:
+            return []
+        foreign, window = self._foreign(banks), self._limits.window
+        return search.keyword_search(conn, self._hit_rows, banks, words, k, filters, window, foreign, phrase)
 
     def _foreign(self, banks: list[str]) -> int | None:
         """How many chunks other banks hold when ``banks`` hold most of the store (keyword search
@@ -483,8 +496,10 @@ class SQLiteStore:
         filters: SearchFilters,
         check_sync: bool,
     ) -> tuple[Sequence[StoredHit], Sequence[StoredHit]] | None:
-        if check_sync and writes.generation(conn) != self._generation:
+        generation = writes.generation(conn)
+        if check_sync and generation != self._generation:
             return None
+        words = self._terms.choose(conn, words, self._index.total(), generation)
         foreign = self._foreign(banks)
         return search.both_arms(
             conn, self._hit_rows, self._index, banks, vector, words, k, filters, self._limits, foreign, phrase
