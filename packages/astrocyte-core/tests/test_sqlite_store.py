@@ -6,6 +6,7 @@ The generic behaviour every store shares is in ``tests/contract/test_store_contr
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -90,10 +91,12 @@ async def test_reopen_rebuilds_the_index_from_the_file(open_store: OpenStore, tm
     assert (stats.memory_count, stats.oldest_retained_at, stats.newest_retained_at) == (50, at(0), at(49))
 
 
-async def test_a_snapshot_older_than_the_file_is_not_trusted(open_store: OpenStore, tmp_path: Path) -> None:
+async def test_a_snapshot_older_than_the_file_is_brought_up_to_date_without_a_rebuild(
+    open_store: OpenStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = await open_store()
-    old = make_record("b", "written before the snapshot")
-    await first.insert([old])
+    old = [make_record("b", f"written before the snapshot {i}") for i in range(5)]
+    await first.insert([*old, make_record("gone", "a bank deleted later")])
     await first.close()  # snapshot at this generation
     assert (tmp_path / "sub" / "dir" / "astrocyte.db.vectors" / "manifest.json").exists()
 
@@ -101,13 +104,33 @@ async def test_a_snapshot_older_than_the_file_is_not_trusted(open_store: OpenSto
     second = await open_store(index_snapshot=False)
     new = make_record("b", "written after the snapshot")
     await second.insert([new])
-    await second.forget("b", ForgetSelector(memory_ids=(old.memory_id,)))
+    await second.forget("b", ForgetSelector(memory_ids=(old[0].memory_id,)))
+    await second.delete_bank("gone")
     await second.close()
 
+    def no_rebuild(self: SQLiteStore) -> None:
+        raise AssertionError("a usable snapshot must not cost a rebuild")
+
+    monkeypatch.setattr(SQLiteStore, "_rebuild_index", no_rebuild)
     third = await open_store()
-    assert third._index.size(["b"]) == 1
-    hits = await third.vector_search(["b"], new.chunks[0].embedding, 5, NO_FILTERS)
+    assert third._index.size(["b"]) == 5 and third._index.size(["gone"]) == 0
+    hits = await third.vector_search(["b"], new.chunks[0].embedding, 1, NO_FILTERS)
     assert _ids(hits) == {new.memory_id}
+    everything = await third.vector_search(["b"], new.chunks[0].embedding, 10, NO_FILTERS)
+    assert old[0].memory_id not in _ids(everything) and len(everything) == 5
+
+
+async def test_a_snapshot_of_another_file_is_not_used(open_store: OpenStore, tmp_path: Path) -> None:
+    first = await open_store()
+    await first.insert([make_record("b", "in the first file")])
+    await first.close()
+    path = tmp_path / "sub" / "dir" / "astrocyte.db"
+    for leftover in path.parent.glob(path.name + "*"):
+        if leftover.is_file():
+            os.remove(leftover)
+    replacement = await open_store()  # a new file where the old one was; the old snapshot stays
+    assert replacement._index.size(["b"]) == 0
+    assert await replacement.keyword_search(["b"], "first file", 5, NO_FILTERS) == []
 
 
 async def test_dimension_mismatch_writes_nothing_and_the_dimension_persists(open_store: OpenStore) -> None:

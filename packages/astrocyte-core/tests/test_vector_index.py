@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astrocyte.stores import _vector_index
-from astrocyte.stores._vector_index import IndexSettings, VectorIndex
+from astrocyte.stores._vector_index import IndexSettings, Snapshot, VectorIndex
 
 DIM = 16
 
@@ -130,10 +130,12 @@ def test_a_snapshot_holds_queued_vectors(tmp_path: Path, paused: threading.Event
     vectors = _vectors(30)
     index.add("bank", list(range(1, 31)), vectors)
     paused.set()
-    index.save(tmp_path, generation=5)
+    index.save(tmp_path, Snapshot("file", 5, 30))
     index.close()
     restored = VectorIndex(IndexSettings())
-    assert restored.load(tmp_path, generation=5)
+    assert restored.load(tmp_path, Snapshot("other file", 5, 30)) is None
+    assert restored.load(tmp_path, Snapshot("file", 4, 30)) is None  # the file is older than the snapshot
+    assert restored.load(tmp_path, Snapshot("file", 7, 40)) == Snapshot("file", 5, 30)
     assert restored.size(["bank"]) == 30
     assert 12 in restored.search(["bank"], vectors[11], 1)
 

@@ -2,7 +2,8 @@
 
 Layout: ``banks``, ``memories`` (one row per retained memory, with its tags, metadata and times),
 ``memory_tags`` (for tag filters), ``chunks`` (text and the float32 embedding as a BLOB),
-``chunks_fts`` (FTS5 over chunk text), ``store_meta`` (embedding dimension, a write generation),
+``chunks_fts`` (FTS5 over chunk text), ``store_meta`` (embedding dimension, a write generation, a
+random id telling this file from a copy or a replacement, which index snapshots record),
 ``state`` and ``leases``.
 
 The writer adds a batch's FTS rows with one INSERT ... SELECT after its chunks (a per-row trigger
@@ -29,7 +30,8 @@ __all__ = ["SCHEMA", "connect", "upgrade"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', 1), ('generation', 0);
+INSERT OR IGNORE INTO store_meta (key, value)
+    VALUES ('schema_version', 1), ('generation', 0), ('file_id', lower(hex(randomblob(16))));
 CREATE TABLE IF NOT EXISTS banks (bank_id TEXT PRIMARY KEY, created_at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memories (
     id INTEGER PRIMARY KEY,

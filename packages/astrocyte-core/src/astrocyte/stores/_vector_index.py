@@ -14,8 +14,9 @@ outruns the indexer waits for it.
 
 The index is a cache of the chunk vectors stored as BLOBs in SQLite, keyed by chunk rowid. It may
 hold keys whose rows were just deleted (the caller re-reads hits from SQLite, which drops them);
-it never invents vectors. A snapshot of every bank can be saved beside the database and reloaded
-when the database has not changed since (see :meth:`VectorIndex.save` / :meth:`VectorIndex.load`).
+it never invents vectors. A snapshot of every bank can be saved beside the database and reloaded,
+then brought up to date with the chunks written since (see :meth:`VectorIndex.save` /
+:meth:`VectorIndex.load`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,26 @@ _ADAPT_FROM = 100_000
 _MAX_EXPANSION = 4096
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What an index snapshot reflects: the database file (its random id), its write generation,
+    and the newest chunk id every earlier one of which was indexed."""
+
+    file_id: str
+    generation: int
+    synced_id: int
+
+    def precedes(self, current: Snapshot) -> bool:
+        """Whether a snapshot of this state can be brought up to ``current`` by indexing the chunks
+        written since (ids above ``synced_id``: chunk ids only grow, chunks never change) and
+        dropping those deleted since."""
+        return (
+            self.file_id == current.file_id
+            and self.generation <= current.generation
+            and self.synced_id <= current.synced_id
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +205,11 @@ class _BankIndex:
         keys = np.concatenate([keys, queued_keys])
         order = np.argsort(np.concatenate([distances, queued_distances]), kind="stable")[:count]
         return keys[order]
+
+    def keys(self) -> np.ndarray:
+        """Every key in the graph (queued ones excluded)."""
+        with self._graph_lock:
+            return np.asarray(self._index.keys, dtype=np.uint64)
 
     def save(self, path: Path) -> None:
         with self._graph_lock:
@@ -358,9 +384,16 @@ class VectorIndex:
         if indexer is not None:
             indexer.join()
 
-    def save(self, directory: Path, generation: int) -> None:
-        """Snapshot every bank to ``directory`` tagged with the database ``generation`` (after
-        the queue has reached the graphs: snapshots hold graphs only)."""
+    def bank_keys(self) -> dict[str, np.ndarray]:
+        """Every bank's graph keys (after the queue has reached the graphs)."""
+        self.flush()
+        with self._lock:
+            banks = dict(self._banks)
+        return {bank_id: bank.keys() for bank_id, bank in banks.items()}
+
+    def save(self, directory: Path, snapshot: Snapshot) -> None:
+        """Snapshot every bank to ``directory``, described by ``snapshot`` (after the queue has
+        reached the graphs: snapshots hold graphs only)."""
         self.flush()
         directory.mkdir(parents=True, exist_ok=True)
         (directory / _MANIFEST).unlink(missing_ok=True)
@@ -375,22 +408,25 @@ class VectorIndex:
             if stale.name not in files.values():
                 stale.unlink()
         # The manifest is written last: a crash mid-save leaves no manifest, hence a rebuild.
-        manifest = {"generation": generation, "dim": self.dim, "banks": files}
+        manifest = {**asdict(snapshot), "dim": self.dim, "banks": files}
         (directory / _MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
 
-    def load(self, directory: Path, generation: int) -> bool:
-        """Load a snapshot saved at exactly ``generation``; False (and nothing loaded) otherwise."""
+    def load(self, directory: Path, current: Snapshot) -> Snapshot | None:
+        """Load the snapshot in ``directory`` if it can be brought up to ``current`` (the file as it
+        is now): the same file, no newer than it. Returns what the snapshot reflects; None (and
+        nothing loaded) when there is none to use."""
         try:
             manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
-            if manifest.get("generation") != generation:
-                return False
+            saved = Snapshot(manifest["file_id"], int(manifest["generation"]), int(manifest["synced_id"]))
+            if not saved.precedes(current):
+                return None
             banks = {
                 bank_id: _BankIndex.restore(directory / name, self.settings)
                 for bank_id, name in manifest["banks"].items()
             }
-        except (OSError, ValueError, KeyError, RuntimeError):
-            return False
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+            return None
         with self._lock:
             self._banks = banks
         self.dim = manifest.get("dim")
-        return True
+        return saved

@@ -39,7 +39,7 @@ from astrocyte.stores import _sqlite_writes as writes
 from astrocyte.stores._sqlite_schema import SCHEMA, upgrade
 from astrocyte.stores._sqlite_sql import filter_sql, fts_query, fts_words, selector_sql, text_hash
 from astrocyte.stores._sqlite_threads import SQLiteThreads
-from astrocyte.stores._vector_index import IndexSettings, VectorIndex
+from astrocyte.stores._vector_index import IndexSettings, Snapshot, VectorIndex
 from astrocyte.types import (
     BankStats,
     ComponentHealth,
@@ -144,6 +144,7 @@ class SQLiteStore:
         self._dimension: int | None = None
         self._generation = 0  # the file's write generation the index reflects
         self._synced_id = 0  # every chunk id up to this one is in the index
+        self._file_id = ""  # store_meta's file_id (index snapshots name the file they belong to)
 
     @classmethod
     def validate_config(cls, mapping: Mapping[str, Any]) -> None:
@@ -181,10 +182,37 @@ class SQLiteStore:
         meta = dict(writer.execute("SELECT key, value FROM store_meta").fetchall())
         self._dimension = int(meta["dimension"]) if meta.get("dimension") is not None else None
         self._generation = int(meta["generation"])
+        self._file_id = str(meta["file_id"])
         self._synced_id = writer.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]
-        if not (self._settings.index_snapshot and self._index.load(self._snapshot_dir, self._generation)):
+        current = Snapshot(self._file_id, self._generation, self._synced_id)
+        saved = self._index.load(self._snapshot_dir, current) if self._settings.index_snapshot else None
+        if saved is None:
             self._rebuild_index()
+        elif saved != current:
+            self._bring_up_to_date(saved)
         self._threads.connect_readers()
+
+    def _bring_up_to_date(self, saved: Snapshot) -> None:
+        """After loading a snapshot older than the file (the last run did not close, or another
+        process wrote since): drop the vectors of chunks deleted since, index those written since.
+        Costs a read of the chunk ids and the new chunks' vectors, not a rebuild."""
+        assert self._threads.writer is not None
+        conn = self._threads.writer
+        for bank_id, keys in self._index.bank_keys().items():
+            live = np.fromiter(
+                (
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT id FROM chunks WHERE bank_id = ? AND id <= ?", (bank_id, saved.synced_id)
+                    )
+                ),
+                dtype=np.uint64,
+            )
+            gone = np.setdiff1d(keys, live, assume_unique=True)
+            if len(gone):
+                self._index.remove(bank_id, gone.tolist())
+        self._synced_id = saved.synced_id
+        self._catch_up_sync()
 
     def _rebuild_index(self) -> None:
         """Re-index every chunk vector from the BLOBs, one bank at a time."""
@@ -219,7 +247,9 @@ class SQLiteStore:
     def _close_sync(self) -> None:
         if self._threads.writer is not None and self._settings.index_snapshot:
             try:
-                self._index.save(self._snapshot_dir, self._generation)
+                self._index.save(
+                    self._snapshot_dir, Snapshot(self._file_id, self._generation, self._synced_id)
+                )
             except (OSError, RuntimeError):
                 pass  # a missing snapshot only costs a rebuild on the next open
         self._index.close()
