@@ -13,6 +13,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
@@ -82,11 +83,13 @@ def vector_scored(
     k: int,
     filters: SearchFilters,
     exact_max: int,
+    ahead: Future[list[int]] | None = None,
 ) -> Scored:
     """The best ``k`` chunks by exact cosine, as ``(chunk id, score)`` best first; filters are exact.
 
     Filters are applied after the ANN search with over-fetch; a selective filter (at most
-    ``exact_max`` matching chunks) is answered by scoring every matching chunk instead."""
+    ``exact_max`` matching chunks) is answered by scoring every matching chunk instead. ``ahead``
+    is the unfiltered first search (:func:`search_ahead`), started before this call."""
     where, params = filter_sql(banks, filters)
     total = index.size(banks)
     if has_filters(filters):
@@ -100,13 +103,35 @@ def vector_scored(
         # The banks' own indexes hold only their chunks (and hydration checks the bank again):
         # re-reading a candidate needs no join, only its row still being there.
         where, params = "", []
-        fetch = max(2 * k, 20)
+        fetch = _unfiltered_fetch(k)
     while True:
-        keys = index.search(banks, query, fetch)
+        keys = ahead.result() if ahead is not None else index.search(banks, query, fetch)
+        ahead = None
         scored = _rescore(conn, keys, query, k, where, params)
         if len(scored) >= k or fetch >= total:
             return scored
         fetch *= 4
+
+
+def _unfiltered_fetch(k: int) -> int:
+    return max(2 * k, 20)
+
+
+def search_ahead(
+    searcher: Executor,
+    index: VectorIndex,
+    banks: list[str],
+    query: np.ndarray,
+    k: int,
+    filters: SearchFilters,
+) -> Future[list[int]] | None:
+    """Start the vector arm's graph search on ``searcher`` (no connection needed), so that it runs
+    while this thread's connection answers the keyword arm: usearch and SQLite both release the
+    GIL, so on two cores a recall takes the longer arm's time, not the sum (at a million memories
+    the graph search alone is ~7 ms here). Filtered searches plan theirs from the file first."""
+    if has_filters(filters):
+        return None
+    return searcher.submit(index.search, banks, query, _unfiltered_fetch(k))
 
 
 def _exact_candidates(
@@ -287,13 +312,21 @@ def both_arms(
     limits: SearchLimits,
     foreign: int | None,
     phrase: Phrase | None = None,
+    searcher: Executor | None = None,
 ) -> tuple[Sequence[StoredHit], Sequence[StoredHit]]:
     """The vector arm and the keyword arm (as :func:`vector_scored` and :func:`keyword_search`
-    would return them), with one hydrating statement (at most) for both."""
-    by_vector = vector_scored(conn, index, banks, vector, k, filters, limits.exact_max)
-    by_keyword = (
-        keyword_ranked(conn, banks, words, k, filters, limits.window, foreign, phrase) if words else []
-    )
+    would return them), with one hydrating statement (at most) for both; with ``searcher``, the
+    graph search runs beside the keyword arm (:func:`search_ahead`)."""
+    ahead = search_ahead(searcher, index, banks, vector, k, filters) if searcher is not None else None
+    try:
+        by_keyword = (
+            keyword_ranked(conn, banks, words, k, filters, limits.window, foreign, phrase) if words else []
+        )
+    except BaseException:
+        if ahead is not None:
+            ahead.cancel()
+        raise
+    by_vector = vector_scored(conn, index, banks, vector, k, filters, limits.exact_max, ahead)
     vector_hits, keyword_hits = hydrate(conn, cache, [by_vector, by_keyword], banks, k)
     arm: Sequence[StoredHit] = keyword_hits
     if foreign is not None and len(keyword_hits) < k and len(by_keyword) > len(keyword_hits):

@@ -9,6 +9,7 @@ another process either. Readers run WAL snapshots concurrently with the writer.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -42,6 +43,9 @@ class SQLiteThreads:
         self._reader_count = readers
         self._writer_pool: ThreadPoolExecutor | None = None
         self._reader_pool: ThreadPoolExecutor | None = None
+        # Vector index searches a reader starts beside its own SQL (see _sqlite_search.search_ahead);
+        # none on one CPU, where running them beside would only add a thread hop.
+        self.searcher: ThreadPoolExecutor | None = None
         self.writer: sqlite3.Connection | None = None
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -56,6 +60,10 @@ class SQLiteThreads:
         self._reader_pool = ThreadPoolExecutor(
             self._reader_count, thread_name_prefix="astrocyte-sqlite-reader"
         )
+        if (os.cpu_count() or 1) > 1:
+            self.searcher = ThreadPoolExecutor(
+                self._reader_count, thread_name_prefix="astrocyte-index-search"
+            )
 
     def connect_writer(self) -> sqlite3.Connection:
         """Open the writer connection (on the writer thread)."""
@@ -82,10 +90,10 @@ class SQLiteThreads:
 
     def stop(self) -> None:
         """Wait for queued work and stop the threads."""
-        for pool in (self._writer_pool, self._reader_pool):
+        for pool in (self._writer_pool, self._reader_pool, self.searcher):
             if pool is not None:
                 pool.shutdown(wait=True)
-        self._writer_pool = self._reader_pool = None
+        self._writer_pool = self._reader_pool = self.searcher = None
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the writer thread."""

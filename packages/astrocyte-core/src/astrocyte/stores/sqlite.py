@@ -532,7 +532,18 @@ class SQLiteStore:
         words = self._terms.choose(conn, words, self._index.total(), generation)
         foreign = self._foreign(banks)
         return search.both_arms(
-            conn, self._hit_rows, self._index, banks, vector, words, k, filters, self._limits, foreign, phrase
+            conn,
+            self._hit_rows,
+            self._index,
+            banks,
+            vector,
+            words,
+            k,
+            filters,
+            self._limits,
+            foreign,
+            phrase,
+            self._threads.searcher,
         )
 
     async def count(self, bank_ids: Sequence[str], filters: SearchFilters) -> int:
