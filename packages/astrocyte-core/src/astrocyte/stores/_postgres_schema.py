@@ -87,6 +87,12 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at timestamptz NOT NULL
     );
     """,
+    # 2: a batch writes its chunks before its memory rows, so that a concurrent batch meeting one
+    # of its keys waits only for its last statements (see postgres._write_records); the chunks'
+    # reference to their memory is therefore checked at commit. ON DELETE CASCADE stays immediate.
+    """
+    ALTER TABLE chunks ALTER CONSTRAINT chunks_bank_id_memory_id_fkey DEFERRABLE INITIALLY DEFERRED;
+    """,
 )
 
 
