@@ -93,6 +93,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE chunks ALTER CONSTRAINT chunks_bank_id_memory_id_fkey DEFERRABLE INITIALLY DEFERRED;
     """,
+    # 3: chunks by the hash of their vector, so a vector search finds a stored vector identical
+    # to the query even when the HNSW walk passes it by (the "exact match first" rule). A hash,
+    # not the vector: a btree cannot hold vectors of more than ~670 dimensions.
+    """
+    CREATE INDEX IF NOT EXISTS chunks_embedding_identity
+        ON chunks (bank_id, hashtextextended(embedding::text, 0));
+    """,
 )
 
 

@@ -409,13 +409,7 @@ class PostgresStore:
         if vector.shape[0] != self._dims:
             raise _dimension_mismatch(int(vector.shape[0]), self._dims)
         where, args = _filter_sql("c", bank_ids, filters, [vector, k])
-        ann = (
-            "WITH n AS MATERIALIZED (SELECT c.bank_id, c.memory_id, c.chunk_index, c.text, "
-            f"1 - (c.embedding <=> $1) AS score FROM chunks c WHERE {where} "
-            "ORDER BY c.embedding <=> $1 LIMIT $2) "
-            f"SELECT {_HIT_COLUMNS} FROM n JOIN memories m USING (bank_id, memory_id) "
-            "ORDER BY n.score DESC, n.bank_id, n.memory_id, n.chunk_index"
-        )
+        ann = _vector_sql(where)
         async with self._connection() as conn:
             rows = await conn.fetch(ann, *args)
             if len(rows) < k:
@@ -620,6 +614,24 @@ async def _exact_text(
         return exact
     rows = await conn.fetch(sql.replace("{order}", "ORDER BY length(c.text)"), *args)
     return [_hit(row) for row in rows if text_key(row["text"]) == key]
+
+
+def _vector_sql(where: str) -> str:
+    """Parameters: $1 the query vector, $2 k, then the filter parameters used by ``where``. The
+    HNSW walk's ``k`` nearest, with any chunk whose vector is the query's (found through the
+    identity index, migration 3) added: approximation never hides an identical vector."""
+    chunk = "c.bank_id, c.memory_id, c.chunk_index, c.text, 1 - (c.embedding <=> $1) AS score"
+    return (
+        f"WITH same AS MATERIALIZED (SELECT {chunk} FROM chunks c WHERE {where} "
+        "AND hashtextextended(c.embedding::text, 0) = hashtextextended($1::vector::text, 0) "
+        "AND c.embedding = $1 LIMIT $2), "
+        f"ann AS MATERIALIZED (SELECT {chunk} FROM chunks c WHERE {where} "
+        "ORDER BY c.embedding <=> $1 LIMIT $2), "
+        "n AS (SELECT * FROM same UNION SELECT * FROM ann ORDER BY score DESC, bank_id, memory_id, "
+        "chunk_index LIMIT $2) "
+        f"SELECT {_HIT_COLUMNS} FROM n JOIN memories m USING (bank_id, memory_id) "
+        "ORDER BY n.score DESC, n.bank_id, n.memory_id, n.chunk_index"
+    )
 
 
 def _keyword_sql(where: str) -> str:
