@@ -136,7 +136,8 @@ async def main() -> int:
                 "runs": runs,
                 "median_seconds": statistics.median(r["seconds"] for r in runs),
                 "median_batch_seconds_max": statistics.median(r["batch_seconds_max"] for r in runs),
-                "expected_stored": args.batches * args.batch - round(args.batches * args.batch * args.duplicates),
+                "expected_stored": args.batches * args.batch
+                - round(args.batches * args.batch * args.duplicates),
                 "load_average": os.getloadavg(),
             },
             indent=2,

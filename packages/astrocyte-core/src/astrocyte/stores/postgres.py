@@ -690,7 +690,9 @@ async def _write_records(conn: asyncpg.Connection, records: Sequence[MemoryRecor
     first_by_key, fresh = _first_of_each(records)
     winners = await _held_before(conn, fresh)
     fresh = [r for r in fresh if (r.bank_id, r.memory_id) not in winners.held_ids]
-    fresh = [r for r in fresh if r.idempotency_key is None or (r.bank_id, r.idempotency_key) not in winners.keys]
+    fresh = [
+        r for r in fresh if r.idempotency_key is None or (r.bank_id, r.idempotency_key) not in winners.keys
+    ]
     # A stable order makes concurrent batches lock keys in the same order (no deadlocks).
     fresh.sort(key=lambda r: (r.bank_id, r.idempotency_key or "", r.memory_id))
     await _insert_chunks(conn, fresh)
