@@ -164,12 +164,15 @@ async def _exact_truth(conn: asyncpg.Connection, queries: np.ndarray) -> list[se
 
 
 async def _sizes(conn: asyncpg.Connection) -> dict[str, float]:
+    """MB per table (heap and TOAST) and per index of the schema, and their total."""
     rows = await conn.fetch(
-        "SELECT c.relname, pg_total_relation_size(c.oid) AS bytes FROM pg_class c "
+        "SELECT c.relname, CASE c.relkind WHEN 'r' THEN pg_table_size(c.oid) "
+        "ELSE pg_relation_size(c.oid) END AS bytes FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
         "AND c.relkind IN ('r', 'i') ORDER BY bytes DESC"
     )
-    return {row["relname"]: round(row["bytes"] / 2**20, 1) for row in rows if row["bytes"] > 2**20}
+    sizes = {row["relname"]: round(row["bytes"] / 2**20, 1) for row in rows if row["bytes"] >= 2**17}
+    return {**sizes, "total": round(sum(row["bytes"] for row in rows) / 2**20, 1)}
 
 
 async def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -184,10 +187,7 @@ async def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
 
         await register_vector(conn)
         report["server"] = {
-            row["name"]: f"{row['setting']}{row['unit'] or ''}"
-            for row in await conn.fetch(
-                "SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1)", SETTINGS
-            )
+            name: await conn.fetchval("SELECT current_setting($1)", name) for name in SETTINGS
         }
         first = core_recall.tie_free(np.random.default_rng(9), basis, "latent", 1)
         await store.insert(_records(-1, first, ["the first memory"]))  # fixes the size, builds HNSW
