@@ -315,15 +315,16 @@ async def test_unfiltered_search_uses_the_hnsw_index(store: PostgresStore) -> No
 
 
 async def test_an_identical_vector_is_the_first_hit_even_when_the_index_walk_misses_it(dsn: str) -> None:
-    """With the narrowest HNSW beam the walk misses many stored vectors (about 70 of 100 at 3,000
-    memories, measured); the identity index still puts each one first, scored 1."""
+    """With the narrowest HNSW beam the walk misses many stored vectors (70 of 100 at 3,000
+    memories of 384 dimensions, measured before the identity index); that index still puts each
+    one first, scored 1. (At 16 dimensions the walk finds them all, so this test uses 384.)"""
     async with _fresh_schema(dsn) as schema:
         narrow = PostgresStore({"dsn": dsn, "schema": schema, "hnsw_ef_search": 1})
         await narrow.open()
         try:
             bank = _bank("identical")
             rng = np.random.default_rng(10)
-            records = [_record(bank, rng.normal(size=DIMS), text=f"point {i}") for i in range(3000)]
+            records = [_record(bank, rng.normal(size=384), text=f"point {i}") for i in range(3000)]
             for start in range(0, len(records), 1000):
                 await narrow.insert(records[start : start + 1000])
             for record in records[::30]:
