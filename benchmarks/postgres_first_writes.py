@@ -1,8 +1,12 @@
 """How long concurrent first writes to a fresh PostgreSQL store take (its embedding size not yet
-known): ``--replicas`` stores on one new schema each submit ``--batches`` batches of ``--batch``
-records at once. Prints one JSON document: seconds per run, the median, and failures.
+known): ``--replicas`` stores on one new schema submit ``--batches`` batches of ``--batch`` records,
+at most ``--concurrency`` at a time (default: all at once). With ``--duplicates F``, that fraction
+of the records repeat an idempotency key sent in another batch (shuffled, as the ingest sink test
+does), so concurrent batches collide on keys the other has not committed yet. Prints one JSON
+document: seconds per run, the median, failures, and whether exactly one memory per key was kept.
 
     ASTROCYTE_TEST_POSTGRES_DSN=postgresql://... scripts/bench postgres_first_writes [--runs 3]
+    scripts/bench postgres_first_writes --batches 8 --duplicates 0.2   # 8 first batches, overlapping
 
 Each run uses a schema of its own, dropped afterwards.
 """
@@ -13,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -21,21 +26,30 @@ import uuid
 import asyncpg
 import numpy as np
 from astrocyte.stores.postgres import PostgresStore
-from astrocyte.types import Chunk, MemoryRecord
+from astrocyte.types import Chunk, InsertOutcome, MemoryRecord
 
 
-def _batch(bank: str, size: int, dims: int, rng: np.random.Generator) -> list[MemoryRecord]:
-    vectors = rng.normal(size=(size, dims)).astype(np.float32)
+def _keys(total: int, duplicates: float, seed: int) -> list[str]:
+    """``total`` idempotency keys, of which ``duplicates`` (a fraction) repeat another one."""
+    rng = random.Random(seed)
+    unique = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(total - round(total * duplicates))]
+    order = unique + [rng.choice(unique) for _ in range(total - len(unique))]
+    rng.shuffle(order)
+    return order
+
+
+def _batch(bank: str, keys: list[str], dims: int, rng: np.random.Generator) -> list[MemoryRecord]:
+    vectors = rng.normal(size=(len(keys), dims)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return [
         MemoryRecord(
             memory_id=uuid.uuid4().hex,
             bank_id=bank,
-            text=f"note {i}",
-            chunks=(Chunk(0, f"note {i}", vectors[i]),),
-            idempotency_key=uuid.uuid4().hex,
+            text=f"note {key}",
+            chunks=(Chunk(0, f"note {key}", vectors[i]),),
+            idempotency_key=key,
         )
-        for i in range(size)
+        for i, key in enumerate(keys)
     ]
 
 
@@ -46,11 +60,23 @@ async def _run(dsn: str, args: argparse.Namespace, seed: int) -> dict[str, float
     ]
     await asyncio.gather(*(r.open() for r in replicas))
     rng = np.random.default_rng(seed)
-    batches = [_batch("first", args.batch, args.dims, rng) for _ in range(args.batches)]
+    keys = _keys(args.batches * args.batch, args.duplicates, seed)
+    batches = [
+        _batch("first", keys[i : i + args.batch], args.dims, rng) for i in range(0, len(keys), args.batch)
+    ]
+    gate = asyncio.Semaphore(args.concurrency or len(batches))
+    latencies: list[float] = []  # per batch, from its turn to its answer (what a timeout bounds)
+
+    async def submit(index: int, batch: list[MemoryRecord]) -> list[InsertOutcome]:
+        async with gate:
+            began = time.perf_counter()
+            try:
+                return await replicas[index % len(replicas)].insert(batch)
+            finally:
+                latencies.append(time.perf_counter() - began)
+
     started = time.perf_counter()
-    results = await asyncio.gather(
-        *(replicas[i % len(replicas)].insert(b) for i, b in enumerate(batches)), return_exceptions=True
-    )
+    results = await asyncio.gather(*(submit(i, b) for i, b in enumerate(batches)), return_exceptions=True)
     elapsed = time.perf_counter() - started
     await asyncio.gather(*(r.close() for r in replicas))
     conn = await asyncpg.connect(dsn)
@@ -59,8 +85,25 @@ async def _run(dsn: str, args: argparse.Namespace, seed: int) -> dict[str, float
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
-    failed = sum(isinstance(r, BaseException) for r in results)
-    return {"seconds": round(elapsed, 3), "failed_batches": failed, "stored": int(stored)}
+    failed = [r for r in results if isinstance(r, BaseException)]
+    ids_per_key: dict[str, set[str]] = {}
+    deduplicated = 0
+    for batch, result in zip(batches, results, strict=True):
+        if isinstance(result, BaseException):
+            continue
+        for record, outcome in zip(batch, result, strict=True):
+            ids_per_key.setdefault(str(record.idempotency_key), set()).add(outcome.memory_id)
+            deduplicated += outcome.deduplicated
+    return {
+        "seconds": round(elapsed, 3),
+        "batch_seconds_p50": round(statistics.median(latencies), 3),
+        "batch_seconds_max": round(max(latencies), 3),
+        "failed_batches": len(failed),
+        "errors": sorted({type(e).__name__ for e in failed}),
+        "stored": int(stored),
+        "deduplicated": deduplicated,
+        "one_memory_per_key": all(len(ids) == 1 for ids in ids_per_key.values()),
+    }
 
 
 async def main() -> int:
@@ -72,6 +115,8 @@ async def main() -> int:
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--dims", type=int, default=384)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=0, help="batches in flight (0: all)")
+    parser.add_argument("--duplicates", type=float, default=0.0, help="fraction of repeated keys")
     args = parser.parse_args()
     dsn = os.environ.get("ASTROCYTE_TEST_POSTGRES_DSN")
     if not dsn:
@@ -86,9 +131,13 @@ async def main() -> int:
                 "batches": args.batches,
                 "batch": args.batch,
                 "dims": args.dims,
+                "concurrency": args.concurrency or args.batches,
+                "duplicates": args.duplicates,
                 "runs": runs,
                 "median_seconds": statistics.median(r["seconds"] for r in runs),
-                "expected_stored": args.batches * args.batch,
+                "median_batch_seconds_max": statistics.median(r["batch_seconds_max"] for r in runs),
+                "expected_stored": args.batches * args.batch
+                - round(args.batches * args.batch * args.duplicates),
                 "load_average": os.getloadavg(),
             },
             indent=2,

@@ -187,6 +187,50 @@ async def test_a_first_batch_does_not_wait_for_another_first_batch_to_commit(
             await second.close()
 
 
+async def test_a_duplicate_does_not_wait_for_the_other_batchs_index_work(
+    store: PostgresStore, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch meeting a key that another, uncommitted batch is writing finishes while the other
+    is still writing its chunks (HNSW and full-text entries); the other then finds the key taken,
+    drops its chunks and answers a duplicate: one memory, one chunk."""
+    from astrocyte.stores import postgres as postgres_mod
+
+    held, release = asyncio.Event(), asyncio.Event()
+    insert_chunks = postgres_mod._insert_chunks
+
+    async def paused_chunks(conn, records):  # type: ignore[no-untyped-def]
+        await insert_chunks(conn, records)
+        if records and records[0].text == "held":
+            held.set()
+            await release.wait()
+
+    monkeypatch.setattr(postgres_mod, "_insert_chunks", paused_chunks)
+    other = PostgresStore({"dsn": dsn, "schema": store._schema})
+    await other.open()
+    try:
+        bank = _bank("overlap")
+        rng = np.random.default_rng(8)
+        await store.create_bank(bank)
+        slow = asyncio.create_task(
+            store.insert([_record(bank, rng.normal(size=DIMS), text="held", key="shared")])
+        )
+        await asyncio.wait_for(held.wait(), 20)
+        # Before the fix this waited on the key's unique index until `slow` committed.
+        [fast] = await asyncio.wait_for(
+            other.insert([_record(bank, rng.normal(size=DIMS), key="shared")]), 20
+        )
+        release.set()
+        [late] = await slow
+    finally:
+        release.set()
+        await other.close()
+    assert not fast.deduplicated and late.deduplicated and late.memory_id == fast.memory_id
+    stats = await store.bank_stats(bank)
+    assert (stats.memory_count, stats.chunk_count) == (1, 1)
+    hits = await store.vector_search([bank], rng.normal(size=DIMS), 5, SearchFilters())
+    assert [hit.memory_id for hit in hits] == [fast.memory_id]
+
+
 async def test_concurrent_first_batches_to_a_fresh_schema_all_store(dsn: str) -> None:
     """Eight replicas' first batches at once, 4 each, to a schema that has no embedding size yet:
     none fails, every record is stored once. ``benchmarks/postgres_first_writes.py`` times it."""
@@ -270,6 +314,31 @@ async def test_unfiltered_search_uses_the_hnsw_index(store: PostgresStore) -> No
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
+async def test_an_identical_vector_is_the_first_hit_even_when_the_index_walk_misses_it(dsn: str) -> None:
+    """With the narrowest HNSW beam the walk misses many stored vectors (70 of 100 at 3,000
+    memories of 384 dimensions, measured before the identity index); that index still puts each
+    one first, scored 1. (At 16 dimensions the walk finds them all, so this test uses 384.)"""
+    async with _fresh_schema(dsn) as schema:
+        narrow = PostgresStore({"dsn": dsn, "schema": schema, "hnsw_ef_search": 1})
+        await narrow.open()
+        try:
+            bank = _bank("identical")
+            rng = np.random.default_rng(10)
+            records = [_record(bank, rng.normal(size=384), text=f"point {i}") for i in range(3000)]
+            for start in range(0, len(records), 1000):
+                await narrow.insert(records[start : start + 1000])
+            for record in records[::30]:
+                hits = await narrow.vector_search([bank], record.chunks[0].embedding, 5, SearchFilters())
+                assert hits[0].memory_id == record.memory_id and hits[0].score == pytest.approx(1.0)
+                assert len(hits) == 5 and len({h.memory_id for h in hits}) == 5
+            tagged = await narrow.vector_search(
+                [bank], records[0].chunks[0].embedding, 5, SearchFilters(tags=("absent",))
+            )
+            assert tagged == []  # the identity lookup obeys the filters too
+        finally:
+            await narrow.close()
+
+
 # -- keyword search ------------------------------------------------------------------------------
 
 
@@ -333,6 +402,47 @@ async def test_migrations_run_concurrently_and_twice(dsn: str) -> None:
             assert await again.create_bank("after-migrations")
         finally:
             await again.close()
+
+
+async def test_an_existing_schema_is_upgraded_to_deferred_chunk_references(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema made by the first migration only (as released) gets migration 2 on open: the
+    chunks' foreign key becomes deferrable, and the memories already there stay."""
+    async with _fresh_schema(dsn) as schema:
+        bank = _bank("upgrade")
+        monkeypatch.setattr(schema_mod, "MIGRATIONS", schema_mod.MIGRATIONS[:1])
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await schema_mod.migrate(conn, schema) == 1
+            await conn.execute(f'INSERT INTO "{schema}".banks (bank_id) VALUES ($1)', bank)
+            await conn.execute(
+                f'INSERT INTO "{schema}".memories (bank_id, memory_id, text, retained_at, idempotency_key) '
+                "VALUES ($1, 'm-old', 'old', now(), 'before')",
+                bank,
+            )
+        finally:
+            await conn.close()
+        monkeypatch.undo()
+        new = PostgresStore({"dsn": dsn, "schema": schema})
+        await new.open()
+        try:
+            async with new._connection() as conn:
+                version = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
+                deferred = await conn.fetchval(
+                    "SELECT condeferrable AND condeferred FROM pg_constraint "
+                    "WHERE conrelid = 'chunks'::regclass AND contype = 'f'"
+                )
+            assert int(version) == len(schema_mod.MIGRATIONS) and deferred
+            rng = np.random.default_rng(9)
+            [again, fresh] = await new.insert(
+                [_record(bank, rng.normal(size=DIMS), key="before"), _record(bank, rng.normal(size=DIMS))]
+            )
+            assert again.deduplicated and again.memory_id == "m-old" and not fresh.deduplicated
+            stats = await new.bank_stats(bank)
+            assert (stats.memory_count, stats.chunk_count) == (2, 1)
+        finally:
+            await new.close()
 
 
 # -- database down -------------------------------------------------------------------------------

@@ -87,6 +87,19 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at timestamptz NOT NULL
     );
     """,
+    # 2: a batch writes its chunks before its memory rows, so that a concurrent batch meeting one
+    # of its keys waits only for its last statements (see postgres._write_records); the chunks'
+    # reference to their memory is therefore checked at commit. ON DELETE CASCADE stays immediate.
+    """
+    ALTER TABLE chunks ALTER CONSTRAINT chunks_bank_id_memory_id_fkey DEFERRABLE INITIALLY DEFERRED;
+    """,
+    # 3: chunks by the hash of their vector, so a vector search finds a stored vector identical
+    # to the query even when the HNSW walk passes it by (the "exact match first" rule). A hash,
+    # not the vector: a btree cannot hold vectors of more than ~670 dimensions.
+    """
+    CREATE INDEX IF NOT EXISTS chunks_embedding_identity
+        ON chunks (bank_id, hashtextextended(embedding::text, 0));
+    """,
 )
 
 

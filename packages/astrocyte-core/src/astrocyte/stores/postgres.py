@@ -59,6 +59,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
 )
 _INSERT_ATTEMPTS = 3
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.UniqueViolationError)
 _MAX_QUERY_WORDS = 64
 # Matches ranked per keyword-search stage; bounds the cost of queries made of very common words.
 _KEYWORD_CANDIDATES = 100
@@ -308,9 +309,10 @@ class PostgresStore:
                 try:
                     async with conn.transaction():
                         return await _write_records(conn, records)
-                except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
-                    # Concurrent batches touching the same keys in another order; the retry sees
-                    # the other writer's rows and resolves them as duplicates.
+                except _RETRYABLE:
+                    # Concurrent batches touching the same keys in another order, or sending the
+                    # same record (its chunks' key) at once; the retry sees the other writer's
+                    # rows and resolves them as duplicates.
                     if attempt == _INSERT_ATTEMPTS - 1:
                         raise
         raise AssertionError("unreachable")
@@ -326,7 +328,7 @@ class PostgresStore:
                 try:
                     async with conn.transaction():
                         return await keyed.upsert_keyed(conn, self._schema, records, _write_records)
-                except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                except _RETRYABLE:
                     if attempt == _INSERT_ATTEMPTS - 1:
                         raise
         raise AssertionError("unreachable")
@@ -407,13 +409,7 @@ class PostgresStore:
         if vector.shape[0] != self._dims:
             raise _dimension_mismatch(int(vector.shape[0]), self._dims)
         where, args = _filter_sql("c", bank_ids, filters, [vector, k])
-        ann = (
-            "WITH n AS MATERIALIZED (SELECT c.bank_id, c.memory_id, c.chunk_index, c.text, "
-            f"1 - (c.embedding <=> $1) AS score FROM chunks c WHERE {where} "
-            "ORDER BY c.embedding <=> $1 LIMIT $2) "
-            f"SELECT {_HIT_COLUMNS} FROM n JOIN memories m USING (bank_id, memory_id) "
-            "ORDER BY n.score DESC, n.bank_id, n.memory_id, n.chunk_index"
-        )
+        ann = _vector_sql(where)
         async with self._connection() as conn:
             rows = await conn.fetch(ann, *args)
             if len(rows) < k:
@@ -620,6 +616,24 @@ async def _exact_text(
     return [_hit(row) for row in rows if text_key(row["text"]) == key]
 
 
+def _vector_sql(where: str) -> str:
+    """Parameters: $1 the query vector, $2 k, then the filter parameters used by ``where``. The
+    HNSW walk's ``k`` nearest, with any chunk whose vector is the query's (found through the
+    identity index, migration 3) added: approximation never hides an identical vector."""
+    chunk = "c.bank_id, c.memory_id, c.chunk_index, c.text, 1 - (c.embedding <=> $1) AS score"
+    return (
+        f"WITH same AS MATERIALIZED (SELECT {chunk} FROM chunks c WHERE {where} "
+        "AND hashtextextended(c.embedding::text, 0) = hashtextextended($1::vector::text, 0) "
+        "AND c.embedding = $1 LIMIT $2), "
+        f"ann AS MATERIALIZED (SELECT {chunk} FROM chunks c WHERE {where} "
+        "ORDER BY c.embedding <=> $1 LIMIT $2), "
+        "n AS (SELECT * FROM same UNION SELECT * FROM ann ORDER BY score DESC, bank_id, memory_id, "
+        "chunk_index LIMIT $2) "
+        f"SELECT {_HIT_COLUMNS} FROM n JOIN memories m USING (bank_id, memory_id) "
+        "ORDER BY n.score DESC, n.bank_id, n.memory_id, n.chunk_index"
+    )
+
+
 def _keyword_sql(where: str) -> str:
     """Parameters: $1 words (AND), $2 words joined by ``or``, $3 k, $4 candidates per stage, then
     the filter parameters used by ``where``."""
@@ -664,7 +678,62 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 async def _write_records(conn: asyncpg.Connection, records: Sequence[MemoryRecord]) -> list[InsertOutcome]:
     """Insert inside the caller's transaction and resolve every record to the memory holding it:
     a record is a duplicate when its idempotency key or its memory id is held (stored before, by
-    a concurrent writer, or by an earlier record of the batch)."""
+    a concurrent writer, or by an earlier record of the batch).
+
+    The chunks (the expensive part: HNSW and full-text index entries) go in first, then the
+    memory rows, then the transaction ends. A batch that meets a key which another, uncommitted
+    batch holds waits for that batch's transaction to end; with the memory rows written last, it
+    waits only for the other's last statements, never for its index work (with the memory rows
+    written first, 8 concurrent batches sharing keys queued one behind another). The chunks'
+    foreign key is checked at commit (``DEFERRABLE INITIALLY DEFERRED``, migration 2), and the
+    chunks of records that lost their key in the meantime are deleted before it."""
+    first_by_key, fresh = _first_of_each(records)
+    winners = await _held_before(conn, fresh)
+    fresh = [r for r in fresh if (r.bank_id, r.memory_id) not in winners.held_ids]
+    fresh = [
+        r for r in fresh if r.idempotency_key is None or (r.bank_id, r.idempotency_key) not in winners.keys
+    ]
+    # A stable order makes concurrent batches lock keys in the same order (no deadlocks).
+    fresh.sort(key=lambda r: (r.bank_id, r.idempotency_key or "", r.memory_id))
+    await _insert_chunks(conn, fresh)
+    await conn.execute(
+        "INSERT INTO banks (bank_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        sorted({r.bank_id for r in fresh}),
+    )
+    rows = await conn.fetch(_INSERT_MEMORIES, *_memory_columns(fresh)) if fresh else []
+    inserted = {(row["bank_id"], row["memory_id"]) for row in rows}
+    losers = [r for r in fresh if (r.bank_id, r.memory_id) not in inserted]
+    if losers:
+        await conn.execute(
+            "DELETE FROM chunks c USING unnest($1::text[], $2::text[]) AS u(bank_id, memory_id) "
+            "WHERE c.bank_id = u.bank_id AND c.memory_id = u.memory_id",
+            [r.bank_id for r in losers],
+            [r.memory_id for r in losers],
+        )
+    return _outcomes(records, first_by_key, inserted, {**winners.keys, **await _existing_ids(conn, losers)})
+
+
+async def _insert_chunks(conn: asyncpg.Connection, records: Sequence[MemoryRecord]) -> None:
+    rows = [
+        (r.bank_id, r.memory_id, c.index, c.text, list(r.tags), r.occurred_at or r.retained_at, c.embedding)
+        for r in records
+        for c in r.chunks
+    ]
+    if rows:
+        await conn.executemany(_INSERT_CHUNK, rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Held:
+    """What a batch finds already committed before it writes anything."""
+
+    keys: dict[tuple[str, str], str]  # (bank_id, idempotency_key) -> the memory id holding it
+    held_ids: set[tuple[str, str]]  # (bank_id, memory_id) already stored
+
+
+def _first_of_each(records: Sequence[MemoryRecord]) -> tuple[dict[tuple[str, str], int], list[MemoryRecord]]:
+    """The first record of each idempotency key and memory id in the batch (by position), and
+    those records; later repeats are answered as duplicates of the first."""
     first_by_key: dict[tuple[str, str], int] = {}
     seen_ids: set[tuple[str, str]] = set()
     fresh: list[MemoryRecord] = []
@@ -679,24 +748,21 @@ async def _write_records(conn: asyncpg.Connection, records: Sequence[MemoryRecor
             first_by_key[slot] = index
         seen_ids.add(scoped_id)
         fresh.append(record)
-    # A stable order makes concurrent batches lock keys in the same order (no deadlocks).
-    fresh.sort(key=lambda r: (r.bank_id, r.idempotency_key or "", r.memory_id))
-    await conn.execute(
-        "INSERT INTO banks (bank_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-        sorted({r.bank_id for r in fresh}),
+    return first_by_key, fresh
+
+
+async def _held_before(conn: asyncpg.Connection, records: Sequence[MemoryRecord]) -> _Held:
+    """Keys and memory ids of ``records`` that committed memories hold (read without waiting):
+    those records write no chunks. Memory ids matter for a record sent again as it was."""
+    keys = [(r.bank_id, key) for r in records if (key := r.idempotency_key) is not None]
+    held_keys = await _held_keys(conn, keys) if keys else {}
+    rows = await conn.fetch(
+        "SELECT m.bank_id, m.memory_id FROM memories m JOIN unnest($1::text[], $2::text[]) "
+        "AS u(bank_id, memory_id) ON m.bank_id = u.bank_id AND m.memory_id = u.memory_id",
+        [r.bank_id for r in records],
+        [r.memory_id for r in records],
     )
-    rows = await conn.fetch(_INSERT_MEMORIES, *_memory_columns(fresh))
-    inserted = {(row["bank_id"], row["memory_id"]) for row in rows}
-    winners = await _existing_ids(conn, [r for r in fresh if (r.bank_id, r.memory_id) not in inserted])
-    chunk_rows = [
-        (r.bank_id, r.memory_id, c.index, c.text, list(r.tags), r.occurred_at or r.retained_at, c.embedding)
-        for r in fresh
-        if (r.bank_id, r.memory_id) in inserted
-        for c in r.chunks
-    ]
-    if chunk_rows:
-        await conn.executemany(_INSERT_CHUNK, chunk_rows)
-    return _outcomes(records, first_by_key, inserted, winners)
+    return _Held(held_keys, {(row["bank_id"], row["memory_id"]) for row in rows})
 
 
 def _outcomes(
