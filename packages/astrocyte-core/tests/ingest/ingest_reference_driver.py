@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from astrocyte.ingest.driver import DriverConfig, DriverHealth, DriverState, validate_model
@@ -280,6 +280,13 @@ class DropPoisonDriver(QueueDriver):
             tags=tuple(payload.get("tags", ())),
             raw_ref=ref,
         )
+
+
+class SilentPoisonDriver(QueueDriver):
+    """Broken: dead-letters poison but never tells the sink, so monitoring never counts it."""
+
+    async def dead_letter_all(self, poison: Sequence[Poison]) -> None:
+        await super().dead_letter_all([replace(entry, poison=False) for entry in poison])
 
 
 class NoDrainDriver(QueueDriver):

@@ -22,6 +22,7 @@ from ingest_reference_driver import (
     HooklessHarness,
     NoDrainDriver,
     QueueHarness,
+    SilentPoisonDriver,
 )
 
 FAST = ContractSettings(timeout=10.0, messages=40, failure_seconds=0.8, sink_latency=0.2)
@@ -53,6 +54,13 @@ async def test_kit_catches_a_driver_that_drops_poison_silently() -> None:
         ContractViolation, match="poison_dead_lettered: .*not dead-lettered: bad_json, undecodable"
     ):
         await run_check(QueueHarness(DropPoisonDriver), "poison_dead_lettered", BROKEN)
+
+
+async def test_kit_catches_a_driver_that_does_not_report_poison_to_the_sink() -> None:
+    with pytest.raises(
+        ContractViolation, match="dead letters not counted once .*bad_json x0, undecodable x0"
+    ):
+        await run_check(QueueHarness(SilentPoisonDriver), "poison_dead_lettered", BROKEN)
 
 
 async def test_kit_catches_a_driver_that_does_not_drain_on_stop() -> None:

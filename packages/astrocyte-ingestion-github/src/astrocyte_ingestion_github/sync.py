@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from astrocyte.ingest.sink import IngestMessage, Sink
+from astrocyte.ingest.sink import IngestMessage, Sink, report_dead_lettered
 from astrocyte.ingest.state import SourceState
 
 from astrocyte_ingestion_github.client import GitHubClient, GitHubError
@@ -61,7 +61,7 @@ from astrocyte_ingestion_github.mapping import (
 log = logging.getLogger("astrocyte_ingestion_github")
 
 Sleep = Callable[[float], Awaitable[None]]
-Letter = tuple[str, str, str]  # (raw ref, code, reason) of an entry to dead-letter
+Letter = tuple[str, str, str, bool]  # (raw ref, code, reason, poison: never reached the sink)
 
 
 class LeaseLost(Exception):
@@ -187,7 +187,9 @@ class RepoSync:
         messages: list[IngestMessage] = []
         for item in items:
             if not isinstance(item, dict):
-                self._dead_letter(f"{self.repo.full_name}:issue:?", "malformed_object", "not an object")
+                self._dead_letter(
+                    f"{self.repo.full_name}:issue:?", "malformed_object", "not an object", poison=True
+                )
                 continue
             wanted = include.pull_requests if is_pull_request(item) else include.issues
             try:
@@ -196,7 +198,9 @@ class RepoSync:
                 if include.comments:
                     messages.extend(await self._deleted_comments(item))
             except MalformedObject as exc:
-                self._dead_letter(object_ref(self.repo, "issue", item), "malformed_object", str(exc))
+                self._dead_letter(
+                    object_ref(self.repo, "issue", item), "malformed_object", str(exc), poison=True
+                )
         return messages
 
     async def _deleted_comments(self, issue: dict[str, Any]) -> list[IngestMessage]:
@@ -246,7 +250,9 @@ class RepoSync:
         by_issue: dict[int, list[int]] = {}
         for item in items:
             if not isinstance(item, dict):
-                self._dead_letter(f"{self.repo.full_name}:comment:?", "malformed_object", "not an object")
+                self._dead_letter(
+                    f"{self.repo.full_name}:comment:?", "malformed_object", "not an object", poison=True
+                )
                 continue
             if comment_on_pull_request(item) and not self.options.include.pull_requests:
                 continue
@@ -254,7 +260,9 @@ class RepoSync:
                 number = issue_number_of(item)
                 messages.append(comment_message(self.options, self.repo, item, number))
             except MalformedObject as exc:
-                self._dead_letter(object_ref(self.repo, "comment", item), "malformed_object", str(exc))
+                self._dead_letter(
+                    object_ref(self.repo, "comment", item), "malformed_object", str(exc), poison=True
+                )
                 continue
             by_issue.setdefault(number, []).append(int(item["id"]))
         for number, ids in by_issue.items():
@@ -291,10 +299,11 @@ class RepoSync:
                 delay = min(self.config.max_retry_seconds, delay * 2)
             pending = retry
 
-    def _dead_letter(self, ref: str, code: str, reason: str) -> None:
+    def _dead_letter(self, ref: str, code: str, reason: str, *, poison: bool = False) -> None:
         """Queue a dead letter; :meth:`_write_dead_letters` writes it once the page's valid
-        messages are settled."""
-        self._letters.append((ref, code, reason))
+        messages are settled. Poison (never submitted) is reported to the sink once written, so
+        it is counted and logged like a rejection."""
+        self._letters.append((ref, code, reason, poison))
 
     async def _write_dead_letters(self) -> None:
         """Write the page's dead letters, retrying a failing write with backoff until it succeeds
@@ -304,14 +313,17 @@ class RepoSync:
         while pending:
             failed: list[Letter] = []
             trouble = ""
-            for ref, code, reason in pending:
+            for letter in pending:
+                ref, code, reason, poison = letter
                 entry = {"code": code, "reason": reason, "repository": self.repo.full_name}
                 try:
-                    await self.state.dead_letter(ref, entry)
+                    added = await self.state.dead_letter(ref, entry)
                 except Exception as exc:  # the store refused the write: keep it, try again
-                    failed.append((ref, code, reason))
+                    failed.append(letter)
                     trouble = f"dead-letter store: {type(exc).__name__}"
                     continue
+                if added and poison:
+                    report_dead_lettered(self.sink, ref, code, reason)
                 self.stats.dead_lettered += 1
                 log.warning("github object dead-lettered", extra={"raw_ref": ref, "code": code})
             if failed:

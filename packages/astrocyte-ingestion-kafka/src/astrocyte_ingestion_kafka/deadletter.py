@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+from astrocyte.ingest.sink import Sink, report_dead_lettered
 
 from astrocyte_ingestion_kafka.config import KafkaSourceConfig
 from astrocyte_ingestion_kafka.decode import Record, record_ref
@@ -40,6 +41,7 @@ class DeadLetter:
     code: str
     reason: str
     attempts: int
+    poison: bool = False  # never reached the sink, so the sink is told once it is written
 
     @property
     def ref(self) -> str:
@@ -93,9 +95,12 @@ class DeadLetters:
     """Writes dead letters for one source; ``write`` answers which were settled (written now or
     found already written)."""
 
-    def __init__(self, config: KafkaSourceConfig, source_id: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self, config: KafkaSourceConfig, source_id: str, options: dict[str, Any], sink: Sink | None = None
+    ) -> None:
         self.config = config
         self.source_id = source_id
+        self.sink = sink
         self.producer = AIOKafkaProducer(
             **options, acks="all", enable_idempotence=True, linger_ms=5, max_request_size=_max_request(config)
         )
@@ -138,6 +143,8 @@ class DeadLetters:
                 self.ledger.note(letter.ref)
                 settled.add(letter.ref)
                 self.written += 1
+                if letter.poison and self.sink is not None:  # counted and logged like a rejection
+                    report_dead_lettered(self.sink, letter.ref, letter.code, letter.reason)
         return settled
 
     def _letter(self, letter: DeadLetter) -> dict[str, Any]:

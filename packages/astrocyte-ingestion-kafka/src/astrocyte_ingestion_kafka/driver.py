@@ -179,7 +179,7 @@ class KafkaStreamDriver:
     async def _connect(self) -> None:
         config = self.config
         options = client_options(config, self.source_id)
-        self._dead_letters = DeadLetters(config, self.source_id, options)
+        self._dead_letters = DeadLetters(config, self.source_id, options, self.sink)
         consumer = AIOKafkaConsumer(
             **options,
             group_id=config.group,

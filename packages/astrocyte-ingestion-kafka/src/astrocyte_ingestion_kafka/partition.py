@@ -125,7 +125,7 @@ class PartitionWorker:
             try:
                 messages[index] = self.decoder.decode(record)
             except PoisonRecord as poison:
-                letters[index] = DeadLetter(record, poison.code, poison.reason, 1)
+                letters[index] = DeadLetter(record, poison.code, poison.reason, 1, poison=True)
         delay = self.config.backoff_initial_ms / 1000
         while True:
             failure = await self._attempt(batch, messages, letters)

@@ -73,14 +73,15 @@ class SourceState:
         if callable(release):
             await release(f"{self.namespace}:{name}", holder)
 
-    async def dead_letter(self, ref: str, entry: Mapping[str, Any]) -> None:
+    async def dead_letter(self, ref: str, entry: Mapping[str, Any]) -> bool:
         """Append an entry to the source's dead-letter list (the newest 1000 are kept); an entry
-        already there under ``ref`` is not added twice."""
+        already there under ``ref`` is not added twice. True when it was added now."""
         letters = await self.dead_letters()
         if any(letter.get("ref") == ref for letter in letters):
-            return
+            return False
         letters.append({"ref": ref, **entry})
         await self.set_json("dead_letters", letters[-_DEAD_LETTERS_KEPT:])
+        return True
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         return list(await self.get_json("dead_letters") or [])

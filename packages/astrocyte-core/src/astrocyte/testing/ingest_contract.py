@@ -178,10 +178,12 @@ class ContractSink:
         self.duplicate_contents: Counter[str] = Counter()
         self.keys_by_content: dict[str, set[str]] = {}
         self.reported_dead_letters: Counter[str] = Counter()  # raw_ref -> report_dead_lettered calls
+        self.rejected_refs: Counter[str] = Counter()  # raw_ref -> rejections answered
         self.started = self.finished = self.cancelled = 0
 
     def record_dead_lettered(self, raw_ref: str, code: str, reason: str) -> None:
-        """What :func:`astrocyte.ingest.sink.report_dead_lettered` calls (recorded, not checked)."""
+        """What :func:`astrocyte.ingest.sink.report_dead_lettered` calls (``poison_dead_lettered``
+        checks each poison entry is reported exactly once)."""
         self.reported_dead_letters[raw_ref] += 1
 
     @property
@@ -203,9 +205,9 @@ class ContractSink:
 
     def _apply(self, message: IngestMessage) -> Outcome:
         if not message.bank_id:
-            return Outcome.rejected("bank_missing", "no bank")
+            return self._reject(message, "bank_missing", "no bank")
         if message.content.startswith(REJECT_PREFIX):
-            return Outcome.rejected("contract_rejected", "rejected by the contract sink")
+            return self._reject(message, "contract_rejected", "rejected by the contract sink")
         key = (message.bank_id, message.idempotency_key)
         self.keys_by_content.setdefault(message.content, set()).add(message.idempotency_key)
         if key in self.memories:
@@ -214,6 +216,10 @@ class ContractSink:
         self.memories[key] = message
         self.stored_contents[message.content] += 1
         return Outcome("stored", memory_id=str(key))
+
+    def _reject(self, message: IngestMessage, code: str, reason: str) -> Outcome:
+        self.rejected_refs[message.raw_ref or ""] += 1  # counted by the sink, as the real one does
+        return Outcome.rejected(code, reason)
 
 
 class FlakySink:
@@ -447,6 +453,18 @@ async def check_poison_dead_lettered(harness: IngestHarness, settings: ContractS
     repeated = sorted(kind for kind, ref in expected.items() if counts[ref] != 1)
     if repeated:
         raise ContractViolation(f"dead-lettered more than once: {', '.join(repeated)}")
+
+    # Poison the driver dead-letters itself never reaches the sink: unless the driver reports it,
+    # monitoring never counts it. Each entry is counted once: rejected by the sink, or reported.
+    def counted(ref: str) -> int:
+        return sink.rejected_refs[ref] + sink.reported_dead_letters[ref]
+
+    miscounted = sorted(f"{kind} x{counted(ref)}" for kind, ref in expected.items() if counted(ref) != 1)
+    if miscounted:
+        raise ContractViolation(
+            "dead letters not counted once (a sink rejection, or report_dead_lettered for poison "
+            "the sink never saw): " + ", ".join(miscounted)
+        )
     _assert_once(sink, before + after, "around poison messages")
 
 
