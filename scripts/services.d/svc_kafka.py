@@ -30,6 +30,8 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
       <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId>
+      <version>{kafka}</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
       <version>{log4j}</version></dependency>
   </dependencies>
@@ -67,15 +69,36 @@ def _cluster_id() -> str:
             return value
 
 
+# The distribution's command-line tools (what its bin/*.sh run through kafka-run-class.sh).
+_TOOLS = {
+    "kafka-topics.sh": "org.apache.kafka.tools.TopicCommand",
+    "kafka-console-producer.sh": "org.apache.kafka.tools.ConsoleProducer",
+    "kafka-console-consumer.sh": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "kafka-consumer-groups.sh": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+}
+_TOOLS_LOG4J2 = """status = warn
+appender.err.type = Console
+appender.err.name = err
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.err.ref = err
+"""
+
+
 def fetch_jars(log: Path) -> None:
-    """Download kafka and its runtime dependencies once; a partial download is never reused."""
-    if (CACHE / ".complete").exists():
+    """Download kafka (broker and command-line tools) and its runtime dependencies once; a partial
+    download, or one made from another dependency list, is never reused."""
+    pom = _POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION)
+    stamp = CACHE / ".complete"
+    if stamp.exists() and stamp.read_text() == pom:
         return
     if shutil.which("mvn") is None:
         raise ServiceError("mvn not found (apt-get install maven)", log)
     say(f"kafka: fetching kafka_2.13 {KAFKA_VERSION} jars with Maven (log: {log})")
     CACHE.mkdir(parents=True, exist_ok=True)
-    (CACHE / "pom.xml").write_text(_POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION))
+    (CACHE / "pom.xml").write_text(pom)
     staging = CACHE / "jars.partial"
     shutil.rmtree(staging, ignore_errors=True)
     run(
@@ -95,7 +118,7 @@ def fetch_jars(log: Path) -> None:
     )
     shutil.rmtree(JARS, ignore_errors=True)
     staging.rename(JARS)
-    (CACHE / ".complete").write_text(KAFKA_VERSION + "\n")
+    stamp.write_text(pom)
 
 
 class Kafka(Daemon):
@@ -132,10 +155,24 @@ class Kafka(Daemon):
         say(f"kafka: started pid {proc.pid} on {HOST}:{port}")
         state["env"] = {
             "ASTROCYTE_TEST_KAFKA_BOOTSTRAP": f"{HOST}:{port}",
+            "ASTROCYTE_TEST_KAFKA_BIN": str(self._write_tools(java)),
             "ASTROCYTE_TEST_KAFKA_HOME": str(self.dir),
             "ASTROCYTE_TEST_KAFKA_COMMAND": shlex.join(cmd),
         }
         return state
+
+    def _write_tools(self, java: str) -> Path:
+        """``kafka-topics.sh`` and friends, as the distribution's bin/ folder has them."""
+        bin_dir = self.dir / "bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        log4j = self.dir / "tools-log4j2.properties"
+        log4j.write_text(_TOOLS_LOG4J2)
+        for name, main in _TOOLS.items():
+            command = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{JARS}/*", main]
+            script = bin_dir / name
+            script.write_text(f'#!/bin/sh\nexec {shlex.join(command)} "$@"\n')
+            script.chmod(0o755)
+        return bin_dir
 
     def command(self, java: str) -> list[str]:
         return [
