@@ -122,7 +122,7 @@ def plugins(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def scripts(session: nox.Session) -> None:
     """The set-up scripts and the READMEs' commands, each run in a copy of this checkout."""
-    session.install("pytest>=8", "pytest-timeout>=2.3")
+    session.install("pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5")
     session.run(
         "python",
         "-m",
@@ -132,6 +132,11 @@ def scripts(session: nox.Session) -> None:
         "-p",
         "no:cacheprovider",
         "--timeout=900",
+        # Two at a time: the walks mostly wait on PyPI; walks on the same port share a group.
+        "-n",
+        "2",
+        "--dist",
+        "loadgroup",
         "-ra",
         *session.posargs,
     )

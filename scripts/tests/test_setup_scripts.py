@@ -10,7 +10,6 @@ cache), `scripts/test` with `scripts/services` replaced by a stub so only its to
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,26 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from checkout import copy_checkout
 
-REPO = Path(__file__).resolve().parents[2]
 READY = ".astrocyte-setup-complete"
-
-
-def copy_checkout(dest: Path) -> Path:
-    """The tracked (and new, not ignored) files of this checkout, copied to ``dest``."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-    ).stdout.split(b"\0")
-    for raw in filter(None, listed):
-        source = REPO / os.fsdecode(raw)
-        if source.is_file():
-            target = dest / os.fsdecode(raw)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    return dest
 
 
 def env_without_uv(tmp: Path) -> dict[str, str]:

@@ -1,0 +1,27 @@
+"""A copy of this checkout to run set-up scripts and README commands in, as a fresh clone would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The tracked (and new, not ignored) files of this checkout, copied to ``dest``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for raw in filter(None, listed):
+        source = REPO / os.fsdecode(raw)
+        if source.is_file():
+            target = dest / os.fsdecode(raw)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return dest
