@@ -48,8 +48,9 @@ _MAX_EXPANSION = 4096
 # arbitrary part of them: perhaps not the stored copy of the query. Two i8 codes that differ at
 # all are at least ~3e-5 apart in cosine distance; float32 rounding of an exact one is ~1e-7.
 _TIE = 1e-6
-# Vectors tied with the nearest one that a search returns beyond ``count`` at most (the caller
-# re-reads and rescores every candidate, so a bank of a thousand copies costs a millisecond).
+# Vectors tied with the nearest one that a search returns beyond ``count`` at most. The caller
+# re-reads and rescores every candidate: with 300 tied copies in a 4k bank (384 dims) a vector
+# search took ~2-3 ms instead of ~0.8 ms; searches without ties pay one comparison.
 _MAX_TIED = 1024
 
 logger = logging.getLogger(__name__)
@@ -232,8 +233,9 @@ class _BankIndex:
             distances = np.asarray(matches.distances, dtype=np.float32)
             if wanted >= widest or not len(distances) or distances[-1] > distances[0] + _TIE:
                 break
-            # An exact search scans the whole bank whatever the count: widen it in one step.
-            wanted = widest if exact else min(widest, 4 * wanted)
+            # Step by step: an exact search's cost grows with the count too (at 4k vectors, 384
+            # dims: ~250 us for 20, ~400 for 80, ~800 for 1,044), and most ties are just past it.
+            wanted = min(widest, 4 * wanted)
         keep = _with_ties(distances, count)
         return np.asarray(matches.keys, dtype=np.uint64)[:keep], distances[:keep]
 
