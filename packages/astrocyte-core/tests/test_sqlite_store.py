@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from astrocyte.errors import ConfigError, ValidationError
+from astrocyte.stores import _vector_index
 from astrocyte.stores.sqlite import SQLiteStore, fts_query, fts_words
 from astrocyte.testing._helpers import at, make_record, normalised, unit_vector
 from astrocyte.types import ForgetSelector, SearchFilters
@@ -446,6 +448,46 @@ async def test_a_bank_within_index_exact_max_is_searched_exactly(open_store: Ope
     await store.insert(records)
     hits = await store.vector_search(["b"], query, 20, NO_FILTERS)
     assert [h.memory_id for h in hits] == _exact_top(records, query, 20)
+
+
+@pytest.mark.parametrize("where", ["exact", "graph", "queued"])
+async def test_a_stored_vector_is_the_first_hit_among_near_duplicates_that_quantise_alike(
+    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # The index holds vectors as i8: near-duplicates of the query differing below that resolution
+    # have the same quantised distance as the query's own vector, however many there are. Scored
+    # in float32 they are each a little less similar, so the identical one must still come first,
+    # whether the bank is searched exactly, through its graph, or the vector waits in the queue
+    # (scored exactly there: for this query the distance rounds to 0.0, as the graph's ties are).
+    store = await open_store(index_exact_max=0 if where == "graph" else 8192)
+    query = unit_vector("the template")
+    near = [
+        make_record("b", f"near {i}", embedding=normalised(query + 1e-3 * unit_vector(f"n{i}")))
+        for i in range(300)
+    ]
+    assert max(float(r.chunks[0].embedding @ query) for r in near) < 1 - 1e-7
+    same = make_record("b", "same", embedding=query)
+    indexed = threading.Event()
+    if where == "queued":
+        await store.insert(near)
+        store._index.flush()
+        original = _vector_index._BankIndex.index_some
+
+        def held(bank: _vector_index._BankIndex, limit: int) -> int:
+            indexed.wait(10)
+            return original(bank, limit)
+
+        monkeypatch.setattr(_vector_index._BankIndex, "index_some", held)
+        await store.insert([same])
+    else:
+        indexed.set()
+        await store.insert([same, *near])  # first: where the search cut at count left it out
+        store._index.flush()
+    try:
+        hits = await store.vector_search(["b"], query, 10, NO_FILTERS)
+        assert [h.memory_id for h in hits[:1]] == [same.memory_id]
+    finally:
+        indexed.set()
 
 
 async def test_selective_filters_use_an_exact_scan(open_store: OpenStore) -> None:

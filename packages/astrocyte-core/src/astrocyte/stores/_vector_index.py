@@ -32,11 +32,26 @@ import numpy as np
 from usearch.index import Index
 
 _MANIFEST = "manifest.json"
-# Vectors moved into a graph per lock hold: a search waits at most for one slice (~2 ms).
-_SLICE = 64
+# Vectors the indexer moves into a graph per hold of the graph lock, which the bank's searches
+# wait for: a search waits up to one slice. The trade is search wait against indexer bookkeeping:
+# usearch's insert cost is per vector whatever the batch (measured here, 384 dims into a 20k graph:
+# 0.3-0.6 ms a vector in batches of 1 to 256), so a slice costs the indexer only ~5 us of locks
+# and queue updates on top. At 64 a search during a bulk fill waited a median 15-18 ms, at 16
+# 4-5 ms, for a fill rate no different beyond noise. Much smaller slices would make that
+# bookkeeping and the writers woken after each slice count.
+_SLICE = 16
 # Graphs up to this size search with the configured beam width; larger ones widen it.
 _ADAPT_FROM = 100_000
 _MAX_EXPANSION = 4096
+# Distances this close to the nearest one tie with it. Vectors that differ below i8 resolution get
+# one code, so their quantised distances are equal, and a search cut at ``count`` keeps an
+# arbitrary part of them: perhaps not the stored copy of the query. Two i8 codes that differ at
+# all are at least ~3e-5 apart in cosine distance; float32 rounding of an exact one is ~1e-7.
+_TIE = 1e-6
+# Vectors tied with the nearest one that a search returns beyond ``count`` at most. The caller
+# re-reads and rescores every candidate: with 300 tied copies in a 4k bank (384 dims) a vector
+# search took ~2-3 ms instead of ~0.8 ms; searches without ties pay one comparison.
+_MAX_TIED = 1024
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +197,9 @@ class _BankIndex:
 
     def search(self, query: np.ndarray, count: int) -> np.ndarray:
         """Up to ``count`` nearest keys, nearest first, from the graph and the queue together (one
-        ranking by cosine distance, so a caller widening ``count`` sees candidates in order)."""
+        ranking by cosine distance, so a caller widening ``count`` sees candidates in order), and
+        past them any more that tie with the nearest (see ``_TIE``): the caller's exact rescoring
+        then sees the query's own vector among its copies."""
         with self._graph_lock:
             size = len(self._index)
             if size:
@@ -191,10 +208,7 @@ class _BankIndex:
                 if expansion != self._expansion:
                     self._index.expansion_search = expansion  # type: ignore[misc]  # has a setter at runtime
                     self._expansion = expansion
-                # One thread: the caller is already a worker thread; usearch's own pool costs more.
-                matches = self._index.search(query, min(count, size), exact=exact, threads=1)
-                keys = np.asarray(matches.keys, dtype=np.uint64)
-                distances = np.asarray(matches.distances, dtype=np.float32)
+                keys, distances = self._search_graph(query, count, size, exact)
             else:
                 keys, distances = np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.float32)
             with self._queue_lock:
@@ -203,8 +217,27 @@ class _BankIndex:
             return keys
         queued_keys, queued_distances = _nearest_queued(queue, query, count)
         keys = np.concatenate([keys, queued_keys])
-        order = np.argsort(np.concatenate([distances, queued_distances]), kind="stable")[:count]
-        return keys[order]
+        distances = np.concatenate([distances, queued_distances])
+        order = np.argsort(distances, kind="stable")
+        return keys[order[: _with_ties(distances[order], count)]]
+
+    def _search_graph(
+        self, query: np.ndarray, count: int, size: int, exact: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's nearest ``count`` keys and distances, plus every key tied with the nearest
+        (up to ``_MAX_TIED`` more): while the last one found still ties, search wider."""
+        wanted, widest = min(count, size), min(size, count + _MAX_TIED)
+        while True:
+            # One thread: the caller is already a worker thread; usearch's own pool costs more.
+            matches = self._index.search(query, wanted, exact=exact, threads=1)
+            distances = np.asarray(matches.distances, dtype=np.float32)
+            if wanted >= widest or not len(distances) or distances[-1] > distances[0] + _TIE:
+                break
+            # Step by step: an exact search's cost grows with the count too (at 4k vectors, 384
+            # dims: ~250 us for 20, ~400 for 80, ~800 for 1,044), and most ties are just past it.
+            wanted = min(widest, 4 * wanted)
+        keep = _with_ties(distances, count)
+        return np.asarray(matches.keys, dtype=np.uint64)[:keep], distances[:keep]
 
     def keys(self) -> np.ndarray:
         """Every key in the graph (queued ones excluded)."""
@@ -223,15 +256,28 @@ class _BankIndex:
         return cls(index.ndim, settings, index)
 
 
+def _with_ties(distances: np.ndarray, count: int) -> int:
+    """How many of the ascending ``distances`` to keep: the first ``count``, and past them those
+    tied with the nearest (at most ``_MAX_TIED`` more)."""
+    if len(distances) <= count or distances[count] > distances[0] + _TIE:
+        return count
+    tied = int(np.searchsorted(distances, distances[0] + _TIE, side="right"))
+    return min(tied, count + _MAX_TIED)
+
+
 def _nearest_queued(
     queue: list[tuple[np.ndarray, np.ndarray]], query: np.ndarray, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``count`` queued keys nearest to ``query`` and their cosine distances, scored exactly."""
+    """The ``count`` queued keys nearest to ``query``, or all those tied with the nearest when they
+    are more, and their cosine distances, scored exactly (in no particular order)."""
     keys = np.concatenate([keys for keys, _ in queue])
     unit_query = query / max(float(np.linalg.norm(query)), 1e-12)
     distances = (1.0 - np.concatenate([rows @ unit_query for _, rows in queue])).astype(np.float32)
     if len(keys) > count:
         nearest = np.argpartition(distances, count - 1)[:count]
+        best = distances[nearest].min()
+        if distances[nearest].max() <= best + _TIE:  # all tie: so may more
+            nearest = np.flatnonzero(distances <= best + _TIE)
         keys, distances = keys[nearest], distances[nearest]
     return keys, distances
 
@@ -326,7 +372,8 @@ class VectorIndex:
             self._settle(bank.clear_queue())
 
     def search(self, bank_ids: Sequence[str], query: np.ndarray, count: int) -> list[int]:
-        """Up to ``count`` nearest chunk keys per bank (unsorted across banks)."""
+        """Up to ``count`` nearest chunk keys per bank, more where they tie with the nearest
+        (unsorted across banks)."""
         with self._lock:
             banks = [self._banks[b] for b in dict.fromkeys(bank_ids) if b in self._banks]
         keys: list[int] = []
