@@ -189,8 +189,9 @@ async def test_a_file_without_text_hashes_is_upgraded_and_finds_exact_text(
     await store.close()
     path = tmp_path / "sub" / "dir" / "astrocyte.db"
     with sqlite3.connect(path) as conn:
-        conn.execute("DROP INDEX chunks_by_text_hash")
-        conn.execute("ALTER TABLE chunks DROP COLUMN text_hash")
+        for column in ("text_hash", "vector_hash"):
+            conn.execute(f"DROP INDEX chunks_by_{column}")
+            conn.execute(f"ALTER TABLE chunks DROP COLUMN {column}")
     reopened = await open_store()
     assert (await reopened.keyword_search(["b"], "the RED lamp", 5, NO_FILTERS))[0].text == "The red lamp."
     await reopened.close()
@@ -200,6 +201,11 @@ async def test_a_file_without_text_hashes_is_upgraded_and_finds_exact_text(
     assert (await third.keyword_search(["b"], "the red lamp", 5, NO_FILTERS))[0].text == "The red lamp."
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM chunks WHERE text_hash IS NULL").fetchone() == (0,)
+        assert conn.execute("SELECT COUNT(*) FROM chunks WHERE vector_hash IS NULL").fetchone() == (0,)
+    [lamp] = await third.keyword_search(["b"], "the red lamp", 1, NO_FILTERS)
+    _, embedding = await _chunk_of(third, lamp.memory_id)
+    [first] = await third.vector_search(["b"], embedding, 1, NO_FILTERS)
+    assert first.text == "The red lamp."
 
 
 async def test_forget_and_delete_bank_remove_vectors_from_the_index(open_store: OpenStore) -> None:
@@ -488,6 +494,48 @@ async def test_a_stored_vector_is_the_first_hit_among_near_duplicates_that_quant
         assert [h.memory_id for h in hits[:1]] == [same.memory_id]
     finally:
         indexed.set()
+
+
+async def _chunk_of(store: SQLiteStore, memory_id: str) -> tuple[int, np.ndarray]:
+    """The id and stored vector of a one-chunk memory's chunk."""
+
+    def read() -> tuple[int, bytes]:
+        sql = (
+            "SELECT c.id, c.embedding FROM chunks c JOIN memories m ON m.id = c.memory WHERE m.memory_id = ?"
+        )
+        return store._threads.writer.execute(sql, (memory_id,)).fetchone()
+
+    chunk_id, blob = await store._write(read)
+    return chunk_id, np.frombuffer(blob, dtype=np.float32)
+
+
+@pytest.mark.parametrize("filtered", [False, True], ids=["unfiltered", "filtered"])
+async def test_a_stored_copy_of_the_query_vector_is_first_when_the_graph_walk_misses_it(
+    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch, filtered: bool
+) -> None:
+    # HNSW is approximate: a walk can pass a stored vector by. The chunk whose vector is the
+    # query's is found by its hash instead, and ranked first although 40 near-copies score within
+    # 1e-8 of it (where float32 scores tie: rescoring is in float64).
+    store = await open_store(index_exact_max=0, exact_search_max=0)
+    query = unit_vector("the template")
+    near = [
+        make_record("b", f"near {i}", tags=["t"], embedding=normalised(query + 1e-4 * unit_vector(f"n{i}")))
+        for i in range(40)
+    ]
+    same = make_record("b", "same", tags=["t"], embedding=query)
+    await store.insert([*near, same])
+    store._index.flush()
+    same_chunk, _ = await _chunk_of(store, same.memory_id)
+    search = _vector_index.VectorIndex.search
+
+    def walk_that_misses(index: _vector_index.VectorIndex, banks: Any, vector: Any, count: int) -> list[int]:
+        return [key for key in search(index, banks, vector, count + 1) if key != same_chunk][:count]
+
+    monkeypatch.setattr(_vector_index.VectorIndex, "search", walk_that_misses)
+    filters = SearchFilters(tags=("t",)) if filtered else NO_FILTERS
+    hits = await store.vector_search(["b"], query, 5, filters)
+    assert [h.memory_id for h in hits[:1]] == [same.memory_id]
+    assert hits[0].score > hits[1].score
 
 
 async def test_selective_filters_use_an_exact_scan(open_store: OpenStore) -> None:

@@ -11,17 +11,20 @@ cost a third of the write). Files made before that carry a ``chunks_fts_insert``
 same; it is left in place (processes of the older version may share the file) and the writer then
 skips its own FTS insert. Deletions go through the ``chunks_fts_delete`` trigger.
 
-``chunks.text_hash`` (indexed) came later: :func:`upgrade` adds it to older files and fills it in
-for rows that lack it (also rows an older version sharing the file wrote since the last open;
-until then an exact-text lookup does not see those rows, the rest of search does).
+``chunks.text_hash`` and ``chunks.vector_hash`` (indexed) came later: :func:`upgrade` adds them to
+older files and fills them in for rows that lack them (also rows an older version sharing the file
+wrote since the last open; until then the exact-text and identical-vector lookups do not see those
+rows, the rest of search does).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from astrocyte.stores._sqlite_sql import text_hash
+from astrocyte.stores._sqlite_sql import text_hash, vector_hash
 
 # Rows hashed per transaction when a file is upgraded (a million rows take seconds, once).
 _BACKFILL_BATCH = 20_000
@@ -64,6 +67,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     bank_key TEXT NOT NULL,                 -- one FTS token naming the bank (see _bank_key)
     -- text_hash: _sqlite_sql.text_hash(text), for exact-text lookups (see upgrade)
     text_hash INTEGER,
+    -- vector_hash: _sqlite_sql.vector_hash(embedding), for identical-vector lookups (see upgrade)
+    vector_hash INTEGER,
     embedding BLOB NOT NULL                 -- float32, native byte order
 );
 CREATE INDEX IF NOT EXISTS chunks_by_memory ON chunks (memory);
@@ -99,20 +104,28 @@ def connect(path: Path, busy_timeout_ms: int, cache_kib: int, mmap_mib: int = 0)
 
 def upgrade(conn: sqlite3.Connection) -> int:
     """Bring a file made by an older version up to :data:`SCHEMA` (after it ran): add and index
-    ``chunks.text_hash`` and fill it in where it is missing. Returns how many rows it hashed."""
+    ``chunks.text_hash`` and ``chunks.vector_hash`` and fill them in where they are missing.
+    Returns how many rows it hashed."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
-    if "text_hash" not in columns:
-        conn.execute("ALTER TABLE chunks ADD COLUMN text_hash INTEGER")
-    conn.execute("CREATE INDEX IF NOT EXISTS chunks_by_text_hash ON chunks (text_hash)")
+    for column in ("text_hash", "vector_hash"):
+        if column not in columns:
+            conn.execute(f"ALTER TABLE chunks ADD COLUMN {column} INTEGER")
+        conn.execute(f"CREATE INDEX IF NOT EXISTS chunks_by_{column} ON chunks ({column})")
+    return _backfill(conn, "text", "text_hash", text_hash) + _backfill(
+        conn, "embedding", "vector_hash", vector_hash
+    )
+
+
+def _backfill(conn: sqlite3.Connection, source: str, column: str, hash_of: Callable[[Any], int]) -> int:
     hashed = 0
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
             rows = conn.execute(
-                "SELECT id, text FROM chunks WHERE text_hash IS NULL LIMIT ?", (_BACKFILL_BATCH,)
+                f"SELECT id, {source} FROM chunks WHERE {column} IS NULL LIMIT ?", (_BACKFILL_BATCH,)
             ).fetchall()
             conn.executemany(
-                "UPDATE chunks SET text_hash = ? WHERE id = ?", [(text_hash(text), i) for i, text in rows]
+                f"UPDATE chunks SET {column} = ? WHERE id = ?", [(hash_of(value), i) for i, value in rows]
             )
         except BaseException:
             conn.execute("ROLLBACK")

@@ -22,7 +22,7 @@ from typing import Any, overload
 import numpy as np
 
 from astrocyte.fusion import text_key
-from astrocyte.stores._sqlite_sql import bank_key, filter_sql, has_filters
+from astrocyte.stores._sqlite_sql import bank_key, filter_sql, has_filters, vector_hash
 from astrocyte.stores._vector_index import VectorIndex
 from astrocyte.types import SearchFilters, StoredHit
 
@@ -99,18 +99,37 @@ def vector_scored(
         # Not selective: at least exact_max rows match, so k*total/exact_max neighbours contain
         # k matches on average; over-fetch, then widen until k are found.
         fetch = max(4 * k, k * total // max(exact_max, 1))
+        recheck, recheck_params = where, params
     else:
         # The banks' own indexes hold only their chunks (and hydration checks the bank again):
         # re-reading a candidate needs no join, only its row still being there.
-        where, params = "", []
         fetch = _unfiltered_fetch(k)
+        recheck, recheck_params = "", []
+    # Chunks whose vector is the query's are candidates whatever the graph walk finds.
+    identical = _identical_vector(conn, where, params, query)
+    held = set(identical)
     while True:
         keys = ahead.result() if ahead is not None else index.search(banks, query, fetch)
         ahead = None
-        scored = _rescore(conn, keys, query, k, where, params)
+        if identical:
+            keys = [*identical, *(key for key in keys if key not in held)]
+        scored = _rescore(conn, keys, query, k, recheck, recheck_params)
         if len(scored) >= k or fetch >= total:
             return scored
         fetch *= 4
+
+
+def _identical_vector(
+    conn: sqlite3.Connection, where: str, params: list[Any], query: np.ndarray
+) -> list[int]:
+    """Ids of the chunks (in the banks, matching the filters) whose stored vector is byte for byte
+    the query's: one probe of the ``vector_hash`` index (at most :data:`_EXACT_LIMIT` of them)."""
+    rows = conn.execute(
+        "SELECT c.id FROM chunks c CROSS JOIN memories m ON m.id = c.memory "
+        f"WHERE c.vector_hash = ? AND {where} LIMIT ?",
+        [vector_hash(query.tobytes()), *params, _EXACT_LIMIT],
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def _unfiltered_fetch(k: int) -> int:
@@ -162,8 +181,11 @@ def _rescore(
         return []
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), query.size)
-    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query))
-    scores = np.clip((matrix @ query) / np.where(norms == 0, 1.0, norms), -1.0, 1.0)
+    # In float64: float32 cannot tell a stored copy of the query (cosine 1) from a near-copy
+    # within ~1e-7 of it, and a few dozen rows cost nothing either way.
+    matrix64, query64 = matrix.astype(np.float64), query.astype(np.float64)
+    norms = np.linalg.norm(matrix64, axis=1) * float(np.linalg.norm(query64))
+    scores = np.clip((matrix64 @ query64) / np.where(norms == 0, 1.0, norms), -1.0, 1.0)
     # Ties break on chunk id so results are deterministic.
     order = np.lexsort((ids, -scores))[:k]
     return list(zip(ids[order].tolist(), scores[order].tolist(), strict=True))

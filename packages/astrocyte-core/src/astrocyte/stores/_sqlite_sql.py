@@ -26,6 +26,7 @@ __all__ = [
     "micros",
     "selector_sql",
     "text_hash",
+    "vector_hash",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -111,6 +112,14 @@ def fts_query(text: str) -> str | None:
     """The FTS5 MATCH expression (words OR-ed) for arbitrary user text, or None when it has no words."""
     words = fts_words(text)
     return " OR ".join(words) if words else None
+
+
+def vector_hash(embedding: bytes) -> int:
+    """A stable 63-bit hash of a chunk's float32 embedding bytes: the indexed
+    ``chunks.vector_hash`` column, so that the chunks whose vector *is* the query's are found by
+    one index probe whatever the approximate graph misses (equal vectors are confirmed by
+    rescoring them exactly)."""
+    return int.from_bytes(blake2b(embedding, digest_size=8).digest(), "little") >> 1
 
 
 def text_hash(text: str) -> int:

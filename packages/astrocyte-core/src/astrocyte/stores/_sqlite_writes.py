@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from astrocyte.errors import NotFoundError, ValidationError
-from astrocyte.stores._sqlite_sql import bank_key, micros, text_hash
+from astrocyte.stores._sqlite_sql import bank_key, micros, text_hash, vector_hash
 from astrocyte.types import BankStats, InsertOutcome, MemoryRecord
 
 # json.dumps(..., default=str) builds a new encoder per call; one shared encoder gives the same text.
@@ -226,6 +226,7 @@ def _insert_rows(
         keys, rows = added.setdefault(record.bank_id, ([], []))
         for chunk, vector in zip(record.chunks, matrix, strict=True):
             chunk_id += 1
+            embedding = vector.tobytes()
             chunks.append(
                 (
                     chunk_id,
@@ -234,8 +235,9 @@ def _insert_rows(
                     chunk.index,
                     chunk.text,
                     token,
-                    vector.tobytes(),
+                    embedding,
                     text_hash(chunk.text),
+                    vector_hash(embedding),
                 )
             )
             keys.append(chunk_id)
@@ -248,8 +250,8 @@ def _insert_rows(
     if tags:
         conn.executemany("INSERT INTO memory_tags (memory, bank_id, tag) VALUES (?, ?, ?)", tags)
     conn.executemany(
-        "INSERT INTO chunks (id, memory, bank_id, chunk_index, text, bank_key, embedding, text_hash) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO chunks (id, memory, bank_id, chunk_index, text, bank_key, embedding, text_hash, "
+        "vector_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         chunks,
     )
     if chunks and not _fts_trigger(conn):
