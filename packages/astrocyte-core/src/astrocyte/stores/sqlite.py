@@ -73,8 +73,8 @@ class SQLiteStoreConfig(BaseModel):
         default=256,
         ge=8,
         le=4096,
-        description="search beam width of a bank's graph up to 100k vectors; larger graphs widen it "
-        "with the fourth root of their size (x1.78 at 1M) to hold recall",
+        description="search beam width of a bank's graph at 100k vectors; other sizes scale it with "
+        "the fourth root of their size (x0.56 at 10k, x1.78 at 1M; at least half of it) to hold recall",
     )
     index_dtype: Literal["f32", "f16", "i8"] = "i8"
     exact_search_max: int = Field(
