@@ -20,16 +20,16 @@ its own text, as a reader's terminal would keep it.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from checkout import stop
 
 CHECKED_LANGUAGES = {"sh", "bash", "shell", "python"}
 ACTIONS = {"run", "background", "file", "skip"}
@@ -217,13 +217,7 @@ class Walk:
 
     def close(self) -> None:
         for process in reversed(self.background):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=20)
+            stop(process)
         self.background.clear()
 
 

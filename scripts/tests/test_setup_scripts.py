@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from checkout import copy_checkout
+from checkout import copy_checkout, stop
 
 READY = ".astrocyte-setup-complete"
 
@@ -82,16 +82,6 @@ def wait_for_live(port: int, process: subprocess.Popen[bytes], timeout: float) -
         except OSError:
             time.sleep(0.2)
     raise AssertionError(f"no /live answer on port {port} within {timeout} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
 
 
 @pytest.mark.timeout(900)
