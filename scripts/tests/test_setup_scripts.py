@@ -141,3 +141,18 @@ def test_scripts_test_repairs_its_tool_venv_killed_mid_install(tmp_path: Path) -
     assert "is incomplete or out of date" in result.stderr
     assert "lint" in result.stdout  # nox listed the sessions
     assert (tools / "bin" / "nox").exists() and (tools / "bin" / "uv").exists()
+
+
+@pytest.mark.timeout(900)
+def test_scripts_bench_runs_every_benchmark(tmp_path: Path) -> None:
+    # Each benchmark starts in the venv scripts/bench builds (its --help imports everything the
+    # benchmark imports), so a README's `scripts/bench NAME` never ends in ModuleNotFoundError.
+    repo = copy_checkout(tmp_path / "repo")
+    env = env_without_uv(tmp_path)
+    for benchmark in sorted((repo / "benchmarks").glob("*.py")):
+        result = subprocess.run(
+            [str(repo / "scripts" / "bench"), benchmark.stem, "--help"],
+            cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, f"{benchmark.name}: {result.stderr[-2000:]}"
+        assert "usage:" in result.stdout, benchmark.name
