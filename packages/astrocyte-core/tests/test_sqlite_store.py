@@ -592,3 +592,32 @@ async def test_a_second_writer_on_the_same_file_is_seen_by_the_index(open_store:
     await reader.forget("shared", ForgetSelector(memory_ids=(target.memory_id,)))
     hits = await writer.vector_search(["shared"], target.chunks[0].embedding, 50, NO_FILTERS)
     assert len(hits) == 31 and target.memory_id not in _ids(hits)
+
+
+async def test_a_write_waits_for_another_connections_write_lock_then_goes_through(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    # Another process's writer holds the file's write lock; this store's write polls for it
+    # (not SQLite's busy handler, whose sleeps grow to 100 ms) and is stored once it is free.
+    store = await open_store()
+    other = sqlite3.connect(tmp_path / "sub" / "dir" / "astrocyte.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    pending = asyncio.ensure_future(store.insert([make_record("b", "written after the lock")]))
+    await asyncio.sleep(0.3)
+    assert not pending.done(), "the write did not wait for the lock"
+    other.execute("COMMIT")
+    await asyncio.wait_for(pending, 5)
+    assert [h.text for h in await store.keyword_search(["b"], "written", 5, NO_FILTERS)] == [
+        "written after the lock"
+    ]
+    # The busy timeout still bounds the wait, and the connection keeps its setting afterwards.
+    quick = await open_store(busy_timeout_ms=200)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await quick.insert([make_record("b", "never written")])
+    other.execute("COMMIT")
+    other.close()
+    await quick.insert([make_record("b", "written later")])
+    assert await quick._write(lambda: quick._threads.writer.execute("PRAGMA busy_timeout").fetchone()) == (
+        200,
+    )

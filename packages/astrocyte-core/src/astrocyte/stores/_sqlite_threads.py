@@ -12,6 +12,7 @@ import asyncio
 import os
 import queue
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,6 +28,9 @@ __all__ = ["SQLiteThreads"]
 T = TypeVar("T")
 
 _WRITER_CACHE_KIB = 32_768
+# How often a writer waiting for another process's write lock tries again (first, at most).
+_LOCK_POLL_FIRST_S = 0.0005
+_LOCK_POLL_MAX_S = 0.004
 _READER_CACHE_KIB = 8_192
 # Readers map the file: a page read is no copy out of the OS cache (measured: ~12% less CPU per
 # recall). It is address space, not private memory, though touched pages count in the RSS.
@@ -123,16 +127,45 @@ class SQLiteThreads:
         finally:
             self._readers.put(conn)
 
+    def _lock_file(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, waiting up to the busy timeout for another process's write lock.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10 ... up to 100 ms between tries, so behind a
+        busy writer a transaction waits long after the lock was free: two gateway workers
+        retaining into one file had a p99 of 0.5-1 s. Polling every 0.5-4 ms instead takes the
+        lock within a few ms of its release (the handler is off only for this statement)."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        delay = _LOCK_POLL_FIRST_S
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(2 * delay, _LOCK_POLL_MAX_S)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE on the writer connection: takes the write lock up front, so a
         read-then-write (idempotency check, then insert) cannot interleave with another writer."""
         conn = self.writer
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
+        self._lock_file(conn)
         try:
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_BUSY if code is not None else "locked" in str(exc)
