@@ -132,9 +132,10 @@ def scripts(session: nox.Session) -> None:
         "-p",
         "no:cacheprovider",
         "--timeout=900",
-        # Two at a time: the walks mostly wait on PyPI; walks on the same port share a group.
+        # Three at a time on two cores: the set-ups and walks mostly wait on PyPI; walks on the
+        # same port share a group.
         "-n",
-        "2",
+        "3",
         "--dist",
         "loadgroup",
         "-ra",

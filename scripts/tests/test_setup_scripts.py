@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from checkout import copy_checkout, stop
+from checkout import REPO, copy_checkout, stop
 
 READY = ".astrocyte-setup-complete"
 
@@ -147,8 +147,12 @@ def test_scripts_test_repairs_its_tool_venv_killed_mid_install(tmp_path: Path) -
 def test_scripts_bench_runs_every_benchmark(tmp_path: Path) -> None:
     # Each benchmark starts in the venv scripts/bench builds (its --help imports everything the
     # benchmark imports), so a README's `scripts/bench NAME` never ends in ModuleNotFoundError.
+    # (Built with this checkout's uv when it has one: the pip path is the run-gateway test's.)
     repo = copy_checkout(tmp_path / "repo")
-    env = env_without_uv(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_", "NOX"))}
+    tools = REPO / ".cache" / "tools" / "bin"
+    if (tools / "uv").exists():
+        env["PATH"] = os.pathsep.join([str(tools), env.get("PATH", "")])
     for benchmark in sorted((repo / "benchmarks").glob("*.py")):
         result = subprocess.run(
             [str(repo / "scripts" / "bench"), benchmark.stem, "--help"],
