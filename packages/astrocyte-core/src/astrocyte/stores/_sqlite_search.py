@@ -105,8 +105,9 @@ def vector_scored(
         # re-reading a candidate needs no join, only its row still being there.
         fetch = _unfiltered_fetch(k)
         recheck, recheck_params = "", []
-    # Chunks whose vector is the query's are candidates whatever the graph walk finds.
-    identical = _identical_vector(conn, where, params, query)
+    # Chunks whose vector is the query's are candidates whatever a graph walk finds (an exact
+    # search already scores them all).
+    identical = [] if index.searched_exactly(banks) else _identical_vector(conn, where, params, query)
     held = set(identical)
     while True:
         keys = ahead.result() if ahead is not None else index.search(banks, query, fetch)

@@ -138,6 +138,10 @@ class _BankIndex:
     def __len__(self) -> int:
         return len(self._index) + self.queued
 
+    @property
+    def graph_size(self) -> int:
+        return len(self._index)
+
     def add(self, keys: np.ndarray, vectors: np.ndarray, threads: int) -> None:
         """Put vectors straight into the graph (rebuilds and catch-up, not the write path)."""
         with self._graph_lock:
@@ -303,6 +307,13 @@ class VectorIndex:
         """How many vectors the named banks hold together (queued ones included)."""
         with self._lock:
             return sum(len(self._banks[b]) for b in bank_ids if b in self._banks)
+
+    def searched_exactly(self, bank_ids: Iterable[str]) -> bool:
+        """Whether a search of these banks scores every vector they hold (graphs no larger than
+        ``exact_below``, and the queue), so nothing stored can be passed by."""
+        limit = self.settings.exact_below
+        with self._lock:
+            return all(self._banks[b].graph_size <= limit for b in bank_ids if b in self._banks)
 
     def contains(self, bank_id: str, key: int) -> bool:
         """Whether ``bank_id``'s index holds ``key`` (in its graph or queued for it)."""
