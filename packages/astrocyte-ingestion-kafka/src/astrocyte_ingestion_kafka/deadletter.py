@@ -96,7 +96,7 @@ class DeadLetters:
     found already written)."""
 
     def __init__(
-        self, config: KafkaSourceConfig, source_id: str, options: dict[str, Any], sink: Sink | None = None
+        self, config: KafkaSourceConfig, source_id: str, options: dict[str, Any], sink: Sink
     ) -> None:
         self.config = config
         self.source_id = source_id
@@ -143,7 +143,7 @@ class DeadLetters:
                 self.ledger.note(letter.ref)
                 settled.add(letter.ref)
                 self.written += 1
-                if letter.poison and self.sink is not None:  # counted and logged like a rejection
+                if letter.poison:  # the sink never saw it: counted and logged like a rejection
                     report_dead_lettered(self.sink, letter.ref, letter.code, letter.reason)
         return settled
 

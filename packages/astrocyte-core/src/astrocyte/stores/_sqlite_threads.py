@@ -167,5 +167,4 @@ class SQLiteThreads:
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """Another connection holds the lock (SQLITE_BUSY)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code == sqlite3.SQLITE_BUSY if code is not None else "locked" in str(exc)
+    return exc.sqlite_errorcode == sqlite3.SQLITE_BUSY
