@@ -37,3 +37,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=20)
+
+
+def outside_nox() -> dict[str, str]:
+    """This environment without the test session's own venv and tool settings (``VIRTUAL_ENV``,
+    ``UV_*``, ``NOX*``, ``PYTHONPATH``), as a reader's or a script's shell would have it."""
+    inherited = ("VIRTUAL_ENV", "UV_", "NOX", "PYTHONPATH")
+    return {k: v for k, v in os.environ.items() if not k.startswith(inherited)}

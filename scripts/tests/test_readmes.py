@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from checkout import REPO, copy_checkout
+from checkout import REPO, copy_checkout, outside_nox
 from readme_walk import Walk, WalkError, parse
 
 READMES = sorted(
@@ -37,7 +37,7 @@ def walk_env(tmp: Path) -> dict[str, str]:
     """This environment with a new venv activated in place of nox's, as a reader's shell would be."""
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "NOX", "PYTHONPATH"))}
+    env = outside_nox()
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p) != Path(sys.executable).parent]
     # A Kafka operator has the distribution's bin/ on PATH; scripts/services writes the same tools.
     kafka_bin = env.get("ASTROCYTE_TEST_KAFKA_BIN")

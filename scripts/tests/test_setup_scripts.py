@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from checkout import REPO, copy_checkout, stop
+from checkout import REPO, copy_checkout, outside_nox, stop
 
 READY = ".astrocyte-setup-complete"
 
@@ -27,7 +27,7 @@ READY = ".astrocyte-setup-complete"
 def env_without_uv(tmp: Path) -> dict[str, str]:
     """The environment with every PATH entry holding a `uv` left out, so the scripts use pip."""
     path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and not (Path(p) / "uv").exists()]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_", "NOX"))}
+    env = outside_nox()
     env.update(PATH=os.pathsep.join(path), HOME=os.environ.get("HOME", str(tmp)), PYTHONDONTWRITEBYTECODE="1")
     return env
 
@@ -149,7 +149,7 @@ def test_scripts_bench_runs_every_benchmark(tmp_path: Path) -> None:
     # benchmark imports), so a README's `scripts/bench NAME` never ends in ModuleNotFoundError.
     # (Built with this checkout's uv when it has one: the pip path is the run-gateway test's.)
     repo = copy_checkout(tmp_path / "repo")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_", "NOX"))}
+    env = outside_nox()
     tools = REPO / ".cache" / "tools" / "bin"
     if (tools / "uv").exists():
         env["PATH"] = os.pathsep.join([str(tools), env.get("PATH", "")])
