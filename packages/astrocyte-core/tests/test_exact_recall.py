@@ -146,10 +146,13 @@ def test_index_recall_at_10_matches_exact_search_on_tie_free_vectors() -> None:
             best = keys[np.argsort(-(vectors[keys] @ query))[:10]]
             found += len(set(best.tolist()) & set(true.tolist()))
         assert found / truth.size >= 0.99
-        # A stored vector is among the candidates the store rescores exactly (its over-fetch of 60),
-        # so it comes first. (The graph's own top 1 is approximate: a walk built on all threads
-        # under load misses it now and then, which is what the over-fetch is for.)
-        for key in np.random.default_rng(4).choice(size, 50, replace=False):
-            assert key in index.search(["b"], vectors[key], 60)
+        # A stored vector is nearly always among the candidates the store rescores exactly (its
+        # over-fetch of 60). Not always: a graph built on all threads leaves about one node in a
+        # thousand that no walk reaches, so the store also looks a copy up by its hash
+        # (test_sqlite_store: a stored copy ... is first when the graph walk misses it); here the
+        # graph alone is measured.
+        keys = np.random.default_rng(4).choice(size, 500, replace=False)
+        reached = sum(key in index.search(["b"], vectors[key], 60) for key in keys)
+        assert reached / keys.size >= 0.99
     finally:
         index.close()
