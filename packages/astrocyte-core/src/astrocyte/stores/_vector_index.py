@@ -139,8 +139,10 @@ class _BankIndex:
         return len(self._index) + self.queued
 
     @property
-    def graph_size(self) -> int:
-        return len(self._index)
+    def searched_exactly(self) -> bool:
+        """Whether a search scores every vector (a graph no larger than ``exact_below``; the queue
+        always is), so nothing stored can be passed by."""
+        return len(self._index) <= self._settings.exact_below
 
     def add(self, keys: np.ndarray, vectors: np.ndarray, threads: int) -> None:
         """Put vectors straight into the graph (rebuilds and catch-up, not the write path)."""
@@ -208,7 +210,7 @@ class _BankIndex:
         with self._graph_lock:
             size = len(self._index)
             if size:
-                exact = size <= self._settings.exact_below
+                exact = self.searched_exactly
                 expansion = expansion_for(self._settings.expansion_search, size)
                 if expansion != self._expansion:
                     self._index.expansion_search = expansion  # type: ignore[misc]  # has a setter at runtime
@@ -309,11 +311,9 @@ class VectorIndex:
             return sum(len(self._banks[b]) for b in bank_ids if b in self._banks)
 
     def searched_exactly(self, bank_ids: Iterable[str]) -> bool:
-        """Whether a search of these banks scores every vector they hold (graphs no larger than
-        ``exact_below``, and the queue), so nothing stored can be passed by."""
-        limit = self.settings.exact_below
+        """Whether a search of these banks scores every vector they hold."""
         with self._lock:
-            return all(self._banks[b].graph_size <= limit for b in bank_ids if b in self._banks)
+            return all(self._banks[b].searched_exactly for b in bank_ids if b in self._banks)
 
     def contains(self, bank_id: str, key: int) -> bool:
         """Whether ``bank_id``'s index holds ``key`` (in its graph or queued for it)."""
