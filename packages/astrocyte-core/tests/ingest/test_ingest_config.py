@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -94,3 +95,22 @@ def test_metrics_register_once_per_registry() -> None:
         registry.get_sample_value("astrocyte_ingest_messages_total", {"source": "s", "outcome": "stored"})
         == 2
     )
+
+
+def test_a_new_registry_never_gets_a_collected_ones_collectors() -> None:
+    # CPython hands a collected registry's id() to the next one made, usually at once; keyed by
+    # id(), the new registry got the dead one's collectors and its samples never appeared (two CI
+    # failures of supervisor tests, "saw None").
+    seen_ids = set()
+    for _ in range(50):
+        registry = CollectorRegistry()
+        seen_ids.add(id(registry))
+        metrics_mod.ingest_metrics(registry).record_outcomes("s", ["stored"])
+        sample = registry.get_sample_value(
+            "astrocyte_ingest_messages_total", {"source": "s", "outcome": "stored"}
+        )
+        assert sample == 1
+        del registry
+        gc.collect()
+    assert len(seen_ids) < 50  # an id was reused, so the old keying would have failed here
+    assert len(metrics_mod._BY_REGISTRY) <= 1  # a collected registry's entry went with it

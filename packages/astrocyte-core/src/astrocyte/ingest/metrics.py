@@ -8,6 +8,7 @@ instead of failing with "Duplicated timeseries".
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,10 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 _LOCK = threading.Lock()
-_BY_REGISTRY: dict[int, IngestMetrics] = {}
+# Keyed by the registry itself, weakly: an ``id()`` is reused by a registry made after another was
+# collected, which then got the dead one's collectors and exported nothing (a test's registry, or
+# an app rebuilt with a new one); and a dead registry's entry goes with it.
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, IngestMetrics] = weakref.WeakKeyDictionary()
 
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -44,10 +48,9 @@ def ingest_metrics(registry: CollectorRegistry | None = None) -> IngestMetrics:
     """The ingestion collectors registered in ``registry`` (default: the global registry)."""
     registry = registry if registry is not None else REGISTRY
     with _LOCK:
-        found = _BY_REGISTRY.get(id(registry))
+        found = _BY_REGISTRY.get(registry)
         if found is None:
-            found = _create(registry)
-            _BY_REGISTRY[id(registry)] = found
+            found = _BY_REGISTRY[registry] = _create(registry)
         return found
 
 
